@@ -1,0 +1,13 @@
+"""Main of {label}, written by py_distributed_binary: it runs as torchrun's launcher or as a worker."""
+
+from py_distributed.binary import main
+
+main(
+    target={target},
+    stub={stub},
+    main={main},
+    shim=__file__,
+    build_values={build_values},
+    torchrun_args={torchrun_args},
+    worker_entry={worker_entry},
+)

@@ -1,0 +1,130 @@
+"""Implementation of py_distributed_binary: check the torchrun values, write the main, call py_binary."""
+
+load(":distributed_main.bzl", "distributed_main")
+
+# torchrun's own choices (torch/distributed/run.py: determine_local_world_size).
+_NPROC_WORDS = ["auto", "cpu", "gpu", "xpu"]
+
+# The rendezvous handlers torch elastic registers (torch/distributed/elastic/rendezvous/registry.py).
+_RDZV_BACKENDS = ["c10d", "etcd", "etcd-v2", "static"]
+
+_WORKER_ENTRIES = ["pythonpath", "stub"]
+
+def _is_count(value):
+    """True for a positive int, or a string of decimal digits that is not zero."""
+    if type(value) == "int":
+        return value > 0
+    return type(value) == "string" and value.isdigit() and int(value) > 0
+
+def _check(name, ok, message, value):
+    if not ok:
+        fail("py_distributed_binary(name = %r): %s, got %r" % (name, message, value))
+
+def _check_nnodes(name, nnodes):
+    bounds = str(nnodes).split(":")
+    ok = len(bounds) <= 2 and all([_is_count(b) for b in bounds])
+    if ok and len(bounds) == 2:
+        ok = int(bounds[0]) <= int(bounds[1])
+    _check(name, ok, 'nnodes must be a positive int or "MIN:MAX" with 0 < MIN <= MAX', nnodes)
+
+def _check_endpoint(name, endpoint):
+    host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
+    ok = endpoint == "" or (host != "" and (port == "" or (port.isdigit() and int(port) <= 65535)))
+    _check(name, ok, 'rdzv_endpoint must be "" or "HOST[:PORT]" with PORT in 0..65535', endpoint)
+
+def py_distributed_binary(
+        name,
+        srcs = [],
+        main = None,
+        deps = [],
+        nproc_per_node = 1,
+        nnodes = 1,
+        max_restarts = 0,
+        rdzv_backend = "c10d",
+        rdzv_endpoint = "",
+        rdzv_conf = {},
+        torchrun_args = [],
+        worker_entry = "stub",
+        py_binary_rule = None,
+        **kwargs):
+    """A py_binary that runs its main on N torchrun workers, each re-entering this binary.
+
+    Run it (`bazel run`, or `bazel-bin/...` directly) and it starts torchrun in its own process;
+    torchrun starts the workers, and each worker runs `main` as `__main__` with the binary's
+    arguments, exactly as `torchrun main.py ARGS` would. Every torchrun value below can be overridden
+    at run time by torchrun's own environment variable (`PET_NPROC_PER_NODE=4`, `PET_NNODES=...`):
+    run time wins over BUILD.
+
+    Args:
+      name: the binary's name (`bazel run //pkg:name`).
+      srcs: Python sources, as for py_binary; must contain `main`.
+      main: the unmodified torchrun-style script the workers run. Default: the only file of `srcs`,
+        else `<name>.py`.
+      deps: py_library dependencies of `main`; `//runtime` is added.
+      nproc_per_node: workers per node: a positive int, or "gpu", "cpu", "xpu", "auto" as for torchrun.
+        Default 1. Run time: PET_NPROC_PER_NODE.
+      nnodes: number of nodes, `N` or `"MIN:MAX"` for elastic jobs. Default 1. Run time: PET_NNODES.
+      max_restarts: how often torchrun restarts the worker group after a failure. Default 0.
+        Run time: PET_MAX_RESTARTS.
+      rdzv_backend: torch elastic rendezvous backend: "c10d" (default), "static", "etcd", "etcd-v2".
+        Run time: PET_RDZV_BACKEND.
+      rdzv_endpoint: "HOST[:PORT]" of the rendezvous. Default "": on one node a free loopback port,
+        as `torchrun --standalone` does. Run time: PET_RDZV_ENDPOINT.
+      rdzv_conf: dict of extra rendezvous settings, e.g. `{"join_timeout": "600"}`.
+        Run time: PET_RDZV_CONF ("k=v,k2=v2").
+      torchrun_args: further torchrun flags, e.g. `["--log-dir=/tmp/logs", "--tee=3"]`; the values
+        above have their own arguments and may not be repeated here.
+      worker_entry: how workers start. "stub" (default): through this binary's own Bazel stub, so each
+        worker has the launcher's imports, data and interpreter. "pythonpath": as the bare interpreter
+        with PYTHONPATH set from the launcher's sys.path (the seed's set_python_path_in_subprocess),
+        for builds whose stub cannot start twice, e.g. runfiles without a tree.
+      py_binary_rule: the rule that builds the binary; default Bazel's built-in py_binary. Bazel 8+
+        users load the macro from `//rules:rules_python.bzl`, which passes rules_python's.
+      **kwargs: passed unchanged to `py_binary_rule`: data, args, env, imports, python_version,
+        visibility, tags, testonly, and any other py_binary attribute.
+    """
+    _check(name, _is_count(nproc_per_node) or nproc_per_node in _NPROC_WORDS,
+           "nproc_per_node must be a positive int or one of %s" % ", ".join(_NPROC_WORDS), nproc_per_node)
+    _check_nnodes(name, nnodes)
+    _check(name, type(max_restarts) == "int" and max_restarts >= 0,
+           "max_restarts must be an int >= 0", max_restarts)
+    _check(name, rdzv_backend in _RDZV_BACKENDS,
+           "rdzv_backend must be one of %s" % ", ".join(_RDZV_BACKENDS), rdzv_backend)
+    _check_endpoint(name, rdzv_endpoint)
+    _check(name, worker_entry in _WORKER_ENTRIES,
+           "worker_entry must be one of %s" % ", ".join(_WORKER_ENTRIES), worker_entry)
+
+    # Decided here and only here: Bazel 8 dropped native.py_binary, so it must not be read at load time.
+    binary_rule = py_binary_rule or getattr(native, "py_binary", None)
+    if not binary_rule:
+        fail("py_distributed_binary(name = %r): this Bazel has no built-in py_binary; load " % name +
+             "py_distributed_binary from @rules_py_distributed//rules:rules_python.bzl instead")
+
+    if not main:
+        main = srcs[0] if len(srcs) == 1 else name + ".py"
+    generated_main = "_%s_py_distributed_main.py" % name
+    distributed_main(
+        name = "_%s_py_distributed_main" % name,
+        binary = name,
+        main = main,
+        out = generated_main,
+        build_values = {
+            "max_restarts": str(max_restarts),
+            "nnodes": str(nnodes),
+            "nproc_per_node": str(nproc_per_node),
+            "rdzv_backend": rdzv_backend,
+            "rdzv_conf": ",".join(["%s=%s" % (k, v) for k, v in sorted(rdzv_conf.items())]),
+            "rdzv_endpoint": rdzv_endpoint,
+        },
+        torchrun_args = torchrun_args,
+        worker_entry = worker_entry,
+        testonly = kwargs.get("testonly", False),
+        visibility = ["//visibility:private"],
+    )
+    binary_rule(
+        name = name,
+        srcs = srcs + [generated_main],
+        main = generated_main,
+        deps = deps + [Label("//runtime")],
+        **kwargs
+    )

@@ -1,0 +1,22 @@
+"""WORKSPACE-mode dependencies of rules_py_distributed.
+
+Under bzlmod, MODULE.bazel's pip hub `py_distributed_pypi` provides torch and bazel-runfiles. In
+WORKSPACE mode the same labels name the Python interpreter's own site-packages, so that BUILD files
+are identical in both worlds.
+"""
+
+load("//rules/private:interpreter_packages.bzl", "interpreter_packages")
+
+# The packages the runtime and the example need, by their pip hub names.
+_PACKAGES = ["bazel_runfiles", "numpy", "scikit_learn", "torch"]
+
+def py_distributed_dependencies(name = "py_distributed_pypi"):
+    """Declares `@py_distributed_pypi`, whose packages come from the interpreter's site-packages.
+
+    Call it from WORKSPACE after loading this file. Install the packages into the interpreter that
+    Bazel's Python toolchain runs (`python3` on PATH): `pip install torch bazel-runfiles`.
+
+    Args:
+      name: the repository's name; keep the default, which the runtime's BUILD file refers to.
+    """
+    interpreter_packages(name = name, packages = _PACKAGES)

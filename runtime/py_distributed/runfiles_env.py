@@ -1,0 +1,89 @@
+"""Find this binary's runfiles whichever way it was started, and hand them on to its children.
+
+`bazel run` (Bazel 4) sets RUNFILES_MANIFEST_FILE only, `bazel test` sets RUNFILES_DIR, a binary
+run from bazel-bin may have neither, and a remote-execution sandbox may hold a relocated tree.
+"""
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from runfiles import runfiles
+
+from py_distributed.errors import UsageError
+
+_RUNFILES_VARS = ("RUNFILES_MANIFEST_FILE", "RUNFILES_DIR", "JAVA_RUNFILES")
+
+
+@dataclass(frozen=True)
+class BinaryRunfiles:
+    """The runfiles of one binary, checked to contain the file it was located by."""
+
+    runfiles: runfiles.Runfiles
+    found_by: str  # what led to them, for messages
+
+    def path(self, rlocation: str) -> str | None:
+        """The real path of a runfile given by its canonical runfiles path, or None."""
+        # source_repo="": the paths here are canonical, so no caller-based repo mapping applies.
+        found = self.runfiles.Rlocation(rlocation, source_repo="")
+        return found if found and os.path.exists(found) else None
+
+    def child_env(self) -> dict[str, str | None]:
+        """Runfiles variables for child processes; None for one they must not inherit."""
+        env: dict[str, str | None] = dict.fromkeys(_RUNFILES_VARS)
+        env.update({name: value for name, value in self.runfiles.EnvVars().items() if value})
+        return env
+
+
+def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRunfiles:
+    """The runfiles that contain `anchor` (a canonical runfiles path, e.g. the binary's stub).
+
+    Tries, in order: RUNFILES_MANIFEST_FILE, RUNFILES_DIR, and the `.runfiles` directory that
+    encloses `main_file`. A candidate is taken only if it contains `anchor`, because inherited
+    variables may belong to another binary (rules_python#3187: a py_binary started by another).
+    """
+    tried = []
+    for found_by, make in _candidates(environ, main_file):
+        try:
+            candidate = BinaryRunfiles(make(), found_by)
+        except OSError:
+            tried.append(found_by)
+            continue
+        if candidate.path(anchor):
+            return candidate
+        tried.append(found_by)
+    where = ", ".join(tried) or "no RUNFILES_MANIFEST_FILE, no RUNFILES_DIR, no enclosing .runfiles"
+    raise UsageError(
+        f"cannot find this binary's runfiles ({anchor} not in: {where}); run it with bazel run, or"
+        " from bazel-bin beside its .runfiles directory"
+    )
+
+
+def _candidates(
+    environ: Mapping[str, str], main_file: str
+) -> Iterator[tuple[str, Callable[[], runfiles.Runfiles]]]:
+    manifest = environ.get("RUNFILES_MANIFEST_FILE", "")
+    if manifest:
+        yield f"RUNFILES_MANIFEST_FILE={manifest}", lambda: runfiles.CreateManifestBased(manifest)
+    directory = environ.get("RUNFILES_DIR", "")
+    if directory:
+        if os.path.basename(directory) == "MANIFEST" and os.path.isfile(directory):
+            # The Bazel 4 stub sets RUNFILES_DIR to <tree>/MANIFEST when the tree has no sibling
+            # <tree>_manifest, as in a relocated copy of the tree.
+            directory = os.path.dirname(directory)
+        yield f"RUNFILES_DIR={directory}", lambda: runfiles.CreateDirectoryBased(directory)
+    tree = enclosing_runfiles_dir(main_file)
+    if tree:
+        yield f"the tree around {main_file}", lambda: runfiles.CreateDirectoryBased(tree)
+
+
+def enclosing_runfiles_dir(path: str) -> str | None:
+    """The nearest `*.runfiles` directory that contains `path`, as the Bazel stub finds its own."""
+    current = os.path.abspath(path)
+    while True:
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        if current.endswith(".runfiles") and os.path.isdir(current):
+            return current
+        current = parent
