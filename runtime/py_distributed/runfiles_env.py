@@ -38,8 +38,9 @@ class BinaryRunfiles:
 def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRunfiles:
     """The runfiles that contain `anchor` (a canonical runfiles path, e.g. the binary's stub).
 
-    Tries, in order: RUNFILES_MANIFEST_FILE, RUNFILES_DIR, and the `.runfiles` directory that
-    encloses `main_file`. A candidate is taken only if it contains `anchor`, because inherited
+    Tries, in order: the `.runfiles` directory that encloses `main_file` (where the stub ran this
+    process from), RUNFILES_DIR, and RUNFILES_MANIFEST_FILE (a manifest maps sources to the source
+    tree, not to the runfiles). A candidate is taken only if it contains `anchor`: inherited
     variables may belong to another binary (rules_python#3187: a py_binary started by another).
     """
     tried = []
@@ -62,9 +63,9 @@ def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRun
 def _candidates(
     environ: Mapping[str, str], main_file: str
 ) -> Iterator[tuple[str, Callable[[], runfiles.Runfiles]]]:
-    manifest = environ.get("RUNFILES_MANIFEST_FILE", "")
-    if manifest:
-        yield f"RUNFILES_MANIFEST_FILE={manifest}", lambda: runfiles.CreateManifestBased(manifest)
+    tree = enclosing_runfiles_dir(main_file)
+    if tree:
+        yield f"the tree around {main_file}", lambda: runfiles.CreateDirectoryBased(tree)
     directory = environ.get("RUNFILES_DIR", "")
     if directory:
         if os.path.basename(directory) == "MANIFEST" and os.path.isfile(directory):
@@ -72,9 +73,9 @@ def _candidates(
             # <tree>_manifest, as in a relocated copy of the tree.
             directory = os.path.dirname(directory)
         yield f"RUNFILES_DIR={directory}", lambda: runfiles.CreateDirectoryBased(directory)
-    tree = enclosing_runfiles_dir(main_file)
-    if tree:
-        yield f"the tree around {main_file}", lambda: runfiles.CreateDirectoryBased(tree)
+    manifest = environ.get("RUNFILES_MANIFEST_FILE", "")
+    if manifest:
+        yield f"RUNFILES_MANIFEST_FILE={manifest}", lambda: runfiles.CreateManifestBased(manifest)
 
 
 def enclosing_runfiles_dir(path: str) -> str | None:

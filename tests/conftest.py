@@ -1,0 +1,6 @@
+"""Makes the runtime importable in the unit tests, as //runtime's `imports = ["."]` does."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))

@@ -1,0 +1,66 @@
+"""e2e helpers: run commands and Bazel with cleanup, read rank reports and strace logs."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / "bazel-bin"
+
+
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Runs `cmd` in its own session; on timeout its process group is killed, then re-raised."""
+    with subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out)
+
+
+def bazel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run(["bazel", *args], env=env)
+
+
+def reports(probe_dir: Path) -> list[dict[str, object]]:
+    """The rank reports, ordered by rank."""
+    found = [json.loads(p.read_text(encoding="utf-8")) for p in probe_dir.glob("rank*.json")]
+    return sorted(found, key=lambda r: int(str(r["rank"])))
+
+
+@dataclass(frozen=True)
+class Exec:
+    """One successful execve seen by strace."""
+
+    pid: int
+    path: str
+    argv: str  # strace's rendering of the argument vector
+
+
+_EXECVE = re.compile(r'^(\d+)\s+execve\("((?:[^"\\]|\\.)*)", (\[.*?\]),.* = 0$')
+
+
+def parse_strace(log: str) -> list[Exec]:
+    """The successful execve calls in the log of `strace -f -e trace=execve`."""
+    return [Exec(int(m[1]), m[2], m[3]) for m in map(_EXECVE.match, log.splitlines()) if m]
