@@ -16,21 +16,29 @@ def _is_count(value):
         return value > 0
     return type(value) == "string" and value.isdigit() and int(value) > 0
 
-def _check(name, ok, message, value):
-    if not ok:
-        fail("py_distributed_binary(name = %r): %s, got %r" % (name, message, value))
+def _is_nnodes(value):
+    bounds = str(value).split(":")
+    if len(bounds) > 2 or not all([_is_count(b) for b in bounds]):
+        return False
+    return int(bounds[0]) <= int(bounds[-1])
 
-def _check_nnodes(name, nnodes):
-    bounds = str(nnodes).split(":")
-    ok = len(bounds) <= 2 and all([_is_count(b) for b in bounds])
-    if ok and len(bounds) == 2:
-        ok = int(bounds[0]) <= int(bounds[1])
-    _check(name, ok, 'nnodes must be a positive int or "MIN:MAX" with 0 < MIN <= MAX', nnodes)
+def _is_endpoint(value):
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    return value == "" or (host != "" and (port == "" or (port.isdigit() and int(port) <= 65535)))
 
-def _check_endpoint(name, endpoint):
-    host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
-    ok = endpoint == "" or (host != "" and (port == "" or (port.isdigit() and int(port) <= 65535)))
-    _check(name, ok, 'rdzv_endpoint must be "" or "HOST[:PORT]" with PORT in 0..65535', endpoint)
+def _check_attributes(name, values):
+    """Fails at loading time on the first bad torchrun value, naming the target and the fix."""
+    checks = [
+        ("nproc_per_node", _is_count(values.nproc_per_node) or values.nproc_per_node in _NPROC_WORDS, "a positive int or one of " + ", ".join(_NPROC_WORDS)),
+        ("nnodes", _is_nnodes(values.nnodes), 'a positive int or "MIN:MAX" with 0 < MIN <= MAX'),
+        ("max_restarts", type(values.max_restarts) == "int" and values.max_restarts >= 0, "an int >= 0"),
+        ("rdzv_backend", values.rdzv_backend in _RDZV_BACKENDS, "one of " + ", ".join(_RDZV_BACKENDS)),
+        ("rdzv_endpoint", _is_endpoint(values.rdzv_endpoint), '"" or "HOST[:PORT]" with PORT in 0..65535'),
+        ("worker_entry", values.worker_entry in _WORKER_ENTRIES, "one of " + ", ".join(_WORKER_ENTRIES)),
+    ]
+    for attr, ok, expected in checks:
+        if not ok:
+            fail("py_distributed_binary(name = %r): %s = %r; use %s" % (name, attr, getattr(values, attr), expected))
 
 def py_distributed_binary(
         name,
@@ -83,16 +91,14 @@ def py_distributed_binary(
       **kwargs: passed unchanged to `py_binary_rule`: data, args, env, imports, python_version,
         visibility, tags, testonly, and any other py_binary attribute.
     """
-    _check(name, _is_count(nproc_per_node) or nproc_per_node in _NPROC_WORDS,
-           "nproc_per_node must be a positive int or one of %s" % ", ".join(_NPROC_WORDS), nproc_per_node)
-    _check_nnodes(name, nnodes)
-    _check(name, type(max_restarts) == "int" and max_restarts >= 0,
-           "max_restarts must be an int >= 0", max_restarts)
-    _check(name, rdzv_backend in _RDZV_BACKENDS,
-           "rdzv_backend must be one of %s" % ", ".join(_RDZV_BACKENDS), rdzv_backend)
-    _check_endpoint(name, rdzv_endpoint)
-    _check(name, worker_entry in _WORKER_ENTRIES,
-           "worker_entry must be one of %s" % ", ".join(_WORKER_ENTRIES), worker_entry)
+    _check_attributes(name, struct(
+        nproc_per_node = nproc_per_node,
+        nnodes = nnodes,
+        max_restarts = max_restarts,
+        rdzv_backend = rdzv_backend,
+        rdzv_endpoint = rdzv_endpoint,
+        worker_entry = worker_entry,
+    ))
 
     # Decided here and only here: Bazel 8 dropped native.py_binary, so it must not be read at load time.
     binary_rule = py_binary_rule or getattr(native, "py_binary", None)
