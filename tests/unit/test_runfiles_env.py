@@ -64,26 +64,25 @@ def test_runfiles_dir_pointing_at_manifest_file_as_the_bazel4_stub_sets_it(tree)
     assert locate(STUB, env, "/nowhere/main.py").path(STUB) == str(tree / "bin.runfiles" / STUB)
 
 
-def test_the_tree_this_process_runs_from_wins_over_inherited_variables(tree, tmp_path):
+@pytest.fixture
+def inherited(tree, tmp_path) -> dict[str, str]:
+    """Variables as a parent binary leaves them: its own RUNFILES_DIR, and our manifest."""
     other = tmp_path / "other.runfiles"
     other.mkdir()
-    env = {
+    return {
         "RUNFILES_DIR": str(other),
         "RUNFILES_MANIFEST_FILE": str(tree / "bin.runfiles_manifest"),
     }
-    found = locate(MAIN, env, shim_in_tree(tree))
+
+
+def test_the_tree_this_process_runs_from_wins_over_inherited_variables(tree, inherited):
+    found = locate(MAIN, inherited, shim_in_tree(tree))
     # The manifest would map the main to its source file, outside the tree.
     assert found.path(MAIN) == str(tree / "bin.runfiles" / MAIN)
 
 
-def test_variables_of_another_binary_are_skipped(tree, tmp_path):
-    other = tmp_path / "other.runfiles"
-    other.mkdir()
-    env = {
-        "RUNFILES_DIR": str(other),
-        "RUNFILES_MANIFEST_FILE": str(tree / "bin.runfiles_manifest"),
-    }
-    assert locate(STUB, env, "/nowhere/main.py").path(STUB) == str(tree / "bin")
+def test_variables_of_another_binary_are_skipped(tree, inherited):
+    assert locate(STUB, inherited, "/nowhere/main.py").path(STUB) == str(tree / "bin")
 
 
 def test_nothing_to_go_on_is_one_line_naming_what_was_tried(tmp_path):
