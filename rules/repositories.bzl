@@ -7,10 +7,10 @@ are identical in both worlds.
 
 load("//rules/private:interpreter_packages.bzl", "interpreter_packages")
 
-# The packages the runtime and the example need, by their pip hub names.
-_PACKAGES = ["bazel_runfiles", "numpy", "scikit_learn", "torch"]
+# The packages the runtime and its users' mains need, by their pip hub names.
+_PACKAGES = ["bazel_runfiles", "torch"]
 
-def py_distributed_dependencies(name = "py_distributed_pypi"):
+def py_distributed_dependencies(name = "py_distributed_pypi", packages = []):
     """Declares `@py_distributed_pypi`, whose packages come from the interpreter's site-packages.
 
     Call it from WORKSPACE after loading this file. Install the packages into the interpreter that
@@ -18,5 +18,6 @@ def py_distributed_dependencies(name = "py_distributed_pypi"):
 
     Args:
       name: the repository's name; keep the default, which the runtime's BUILD file refers to.
+      packages: further packages to name, e.g. `["scikit_learn"]` for `@py_distributed_pypi//scikit_learn`.
     """
-    interpreter_packages(name = name, packages = _PACKAGES)
+    interpreter_packages(name = name, packages = _PACKAGES + packages)

@@ -1,7 +1,7 @@
 """`py_distributed_binary` bound to rules_python's `py_binary`, for bzlmod users.
 
-Bazel 8 moved the Python rules out of Bazel and Bazel 9 removed the built-in ones, so a module built
-with those versions loads the macro from here. The arguments are those of `//rules:defs.bzl`.
+Bazel 8 moved the Python rules into rules_python and Bazel 9 removed the built-in ones, so a module
+loads the macro from here. The arguments are those of `//rules:defs.bzl`.
 """
 
 load("@rules_python//python:py_binary.bzl", "py_binary")

@@ -10,11 +10,17 @@ _RDZV_BACKENDS = ["c10d", "etcd", "etcd-v2", "static"]
 
 _WORKER_ENTRIES = ["pythonpath", "stub"]
 
-def _is_count(value):
-    """True for a positive int, or a string of decimal digits that is not zero."""
+# The same grammar as the runtime's checks of PET_* values (runtime/py_distributed/config.py).
+_NPROC_MAX = 1024
+
+def _is_number(value):
+    """True for a non-negative int, or a string of ASCII decimal digits."""
     if type(value) == "int":
-        return value > 0
-    return type(value) == "string" and value.isdigit() and int(value) > 0
+        return value >= 0
+    return type(value) == "string" and value != "" and all([c in "0123456789" for c in value.elems()])
+
+def _is_count(value, most = None):
+    return _is_number(value) and int(value) > 0 and (most == None or int(value) <= most)
 
 def _is_nnodes(value):
     bounds = str(value).split(":")
@@ -23,17 +29,37 @@ def _is_nnodes(value):
     return int(bounds[0]) <= int(bounds[-1])
 
 def _is_endpoint(value):
-    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
-    return value == "" or (host != "" and (port == "" or (port.isdigit() and int(port) <= 65535)))
+    """"" or HOST or HOST:PORT, HOST being a name, an IPv4 address or a bracketed IPv6 address."""
+    if value == "":
+        return True
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 2:
+            return False
+        host, rest = value[:end + 1], value[end + 1:]
+    else:
+        colon = value.find(":")
+        host, rest = (value, "") if colon < 0 else (value[:colon], value[colon:])
+    if host == "" or rest == "":
+        return host != ""
+    port = rest[1:]
+    return rest[0] == ":" and _is_number(port) and len(port) <= 5 and int(port) <= 65535
+
+def _is_rdzv_conf(value):
+    return type(value) == "dict" and all([
+        type(k) == "string" and k != "" and "=" not in k and "," not in k and "," not in str(v)
+        for k, v in value.items()
+    ])
 
 def _check_attributes(name, values):
     """Fails at loading time on the first bad torchrun value, naming the target and the fix."""
     checks = [
-        ("nproc_per_node", _is_count(values.nproc_per_node) or values.nproc_per_node in _NPROC_WORDS, "a positive int or one of " + ", ".join(_NPROC_WORDS)),
+        ("nproc_per_node", _is_count(values.nproc_per_node, _NPROC_MAX) or values.nproc_per_node in _NPROC_WORDS, "an int in 1..%d or one of %s" % (_NPROC_MAX, ", ".join(_NPROC_WORDS))),
         ("nnodes", _is_nnodes(values.nnodes), 'a positive int or "MIN:MAX" with 0 < MIN <= MAX'),
         ("max_restarts", type(values.max_restarts) == "int" and values.max_restarts >= 0, "an int >= 0"),
         ("rdzv_backend", values.rdzv_backend in _RDZV_BACKENDS, "one of " + ", ".join(_RDZV_BACKENDS)),
         ("rdzv_endpoint", _is_endpoint(values.rdzv_endpoint), '"" or "HOST[:PORT]" with PORT in 0..65535'),
+        ("rdzv_conf", _is_rdzv_conf(values.rdzv_conf), 'a dict like {"join_timeout": "600"}, no "," or "=" inside'),
         ("worker_entry", values.worker_entry in _WORKER_ENTRIES, "one of " + ", ".join(_WORKER_ENTRIES)),
     ]
     for attr, ok, expected in checks:
@@ -68,7 +94,7 @@ def py_distributed_binary(
       srcs: Python sources, as for py_binary; must contain `main`.
       main: the unmodified torchrun-style script the workers run. Default: the only file of `srcs`,
         else `<name>.py`.
-      deps: py_library dependencies of `main`; `//runtime` is added.
+      deps: py_library dependencies of `main`, torch among them; `//runtime` is added.
       nproc_per_node: workers per node: a positive int, or "gpu", "cpu", "xpu", "auto" as for torchrun.
         Default 1. Run time: PET_NPROC_PER_NODE.
       nnodes: number of nodes, `N` or `"MIN:MAX"` for elastic jobs. Default 1. Run time: PET_NNODES.
@@ -86,8 +112,8 @@ def py_distributed_binary(
         worker has the launcher's imports, data and interpreter. "pythonpath": as the bare interpreter
         with PYTHONPATH set from the launcher's sys.path (the seed's set_python_path_in_subprocess),
         for builds whose stub cannot start twice, e.g. runfiles without a tree.
-      py_binary_rule: the rule that builds the binary; default Bazel's built-in py_binary. Bazel 8+
-        users load the macro from `//rules:rules_python.bzl`, which passes rules_python's.
+      py_binary_rule: the rule that builds the binary; default Bazel's built-in py_binary. Under
+        bzlmod, load the macro from `//rules:rules_python.bzl`, which passes rules_python's.
       **kwargs: passed unchanged to `py_binary_rule`: data, args, env, imports, python_version,
         visibility, tags, testonly, and any other py_binary attribute.
     """
@@ -97,10 +123,12 @@ def py_distributed_binary(
         max_restarts = max_restarts,
         rdzv_backend = rdzv_backend,
         rdzv_endpoint = rdzv_endpoint,
+        rdzv_conf = rdzv_conf,
         worker_entry = worker_entry,
     ))
 
-    # Decided here and only here: Bazel 8 dropped native.py_binary, so it must not be read at load time.
+    # Decided here and only here, inside the macro: Bazel 9 has no native.py_binary, and reading it
+    # when this file loads would break there (hedron PR #235).
     binary_rule = py_binary_rule or getattr(native, "py_binary", None)
     if not binary_rule:
         fail("py_distributed_binary(name = %r): this Bazel has no built-in py_binary; load " % name +
@@ -108,6 +136,8 @@ def py_distributed_binary(
 
     if not main:
         main = srcs[0] if len(srcs) == 1 else name + ".py"
+    if type(main) == "string" and main not in srcs and ":" + main not in srcs:
+        fail("py_distributed_binary(name = %r): main = %r is not in srcs; add it to srcs" % (name, main))
     generated_main = "_%s_py_distributed_main.py" % name
     distributed_main(
         name = "_%s_py_distributed_main" % name,
@@ -124,6 +154,7 @@ def py_distributed_binary(
         },
         torchrun_args = torchrun_args,
         worker_entry = worker_entry,
+        tags = kwargs.get("tags"),
         testonly = kwargs.get("testonly", False),
         visibility = ["//visibility:private"],
     )

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from py_distributed.errors import UsageError
 
-# Knobs with a BUILD attribute of their own; each may be overridden at run time by PET_<KNOB>, the
-# variable torchrun itself reads (torch/distributed/argparse_util.py).
+# The knobs the launcher passes explicitly; each may be set at run time by PET_<KNOB>, the variable
+# torchrun itself reads (torch/distributed/argparse_util.py), and all but rdzv_id in BUILD.
 KNOBS = (
     "nproc_per_node",
     "nnodes",
@@ -28,16 +28,23 @@ _DEFAULTS = {
     "max_restarts": "0",
     "rdzv_backend": "c10d",
     "rdzv_endpoint": "",
-    "rdzv_id": "",
+    "rdzv_id": "none",  # torchrun's: every node of a job must name the same rendezvous
     "rdzv_conf": "",
 }
 # torchrun flags that the launcher owns: the knobs, and how the worker entry is given.
 _OWNED_FLAGS = frozenset(KNOBS) | {"standalone", "no_python", "module", "run_path", "m"}
 
+# A single-node job without an endpoint rendezvouses as `torchrun --standalone` would, but on
+# loopback only: py_distributed.loopback registers this backend with torch elastic.
+STANDALONE_BACKEND = "c10d-loopback"
+LOOPBACK = "127.0.0.1"
+
 _NPROC_WORDS = ("auto", "cpu", "gpu", "xpu")
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
+_NUMBER = re.compile(r"[0-9]+")  # str.isdigit() would take "²", which int() refuses
 _NPROC_MAX = 1024
 _RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")
-_ENDPOINT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
+_ENDPOINT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+)(?::(?P<port>[0-9]{1,5}))?$")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,11 @@ class TorchrunConfig:
     rdzv_conf: str
     torchrun_args: tuple[str, ...] = ()
 
+    @property
+    def standalone(self) -> bool:
+        """A single-node job on the loopback rendezvous."""
+        return self.rdzv_backend == STANDALONE_BACKEND
+
     def argv(self) -> list[str]:
         """torchrun's flags, every knob explicit so that no stray PET_* variable can change it."""
         nnodes = str(self.min_nodes)
@@ -69,6 +81,9 @@ class TorchrunConfig:
         ]
         if self.rdzv_conf:
             flags.append(f"--rdzv-conf={self.rdzv_conf}")
+        if self.standalone:
+            # Workers get MASTER_ADDR from this, not from the host name's address.
+            flags.append(f"--local-addr={LOOPBACK}")
         return flags + list(self.torchrun_args)
 
 
@@ -98,16 +113,20 @@ def resolve(
         env_name = f"PET_{knob.upper()}"
         if environ.get(env_name, "") != "":
             values[knob], sources[knob] = environ[env_name], env_name
+        elif knob in build_values:
+            values[knob], sources[knob] = build_values[knob], "BUILD"
         else:
-            values[knob], sources[knob] = build_values.get(knob, _DEFAULTS[knob]), "BUILD"
+            values[knob], sources[knob] = _DEFAULTS[knob], "default"
     given = _Given(values, sources)
 
     nproc = given["nproc_per_node"]
-    if nproc not in _NPROC_WORDS and not (nproc.isdigit() and 0 < int(nproc) <= _NPROC_MAX):
+    if nproc not in _NPROC_WORDS and not (
+        _NUMBER.fullmatch(nproc) and 0 < int(nproc) <= _NPROC_MAX
+    ):
         words = ", ".join(_NPROC_WORDS)
         raise given.bad("nproc_per_node", f"use an int in 1..{_NPROC_MAX} or one of {words}")
     min_nodes, max_nodes = _nnodes(given)
-    if not given["max_restarts"].isdigit():
+    if not _NUMBER.fullmatch(given["max_restarts"]):
         raise given.bad("max_restarts", "use an int >= 0")
     if given["rdzv_backend"] not in _RDZV_BACKENDS:
         raise given.bad("rdzv_backend", f"use one of {', '.join(_RDZV_BACKENDS)}")
@@ -115,19 +134,26 @@ def resolve(
     match = _ENDPOINT.match(endpoint)
     if endpoint and not (match and int(match["port"] or 0) <= 65535):
         raise given.bad("rdzv_endpoint", "use HOST or HOST:PORT with PORT in 0..65535")
+    if not _RUN_ID.fullmatch(given["rdzv_id"]):
+        # torch elastic names files after it.
+        raise given.bad("rdzv_id", "use letters, digits, '.', '_' and '-' only")
     conf = given["rdzv_conf"]
     if conf and not all(re.fullmatch(r"[A-Za-z_]\w*=[^,]*", item) for item in conf.split(",")):
         raise given.bad("rdzv_conf", "use KEY=VALUE pairs separated by commas")
     _check_torchrun_args(torchrun_args)
 
-    backend = given["rdzv_backend"]
+    backend, rdzv_id = given["rdzv_backend"], given["rdzv_id"]
     if not endpoint:
         if max_nodes > 1:
             raise given.bad(
                 "rdzv_endpoint", f"nnodes={given['nnodes']} needs the chief's HOST:PORT"
             )
+        if backend != "c10d":
+            raise given.bad("rdzv_endpoint", f"rdzv_backend={backend} needs HOST:PORT")
         # As torchrun --standalone: a store on a free port of this host, and a fresh run id.
-        backend, endpoint = "c10d", "localhost:0"
+        backend, endpoint = STANDALONE_BACKEND, f"{LOOPBACK}:0"
+        if given.sources["rdzv_id"] == "default":
+            rdzv_id = uuid.uuid4().hex
     return TorchrunConfig(
         nproc_per_node=nproc,
         min_nodes=min_nodes,
@@ -135,7 +161,7 @@ def resolve(
         max_restarts=int(given["max_restarts"]),
         rdzv_backend=backend,
         rdzv_endpoint=endpoint,
-        rdzv_id=given["rdzv_id"] or uuid.uuid4().hex,
+        rdzv_id=rdzv_id,
         rdzv_conf=conf,
         torchrun_args=tuple(torchrun_args),
     )
@@ -143,7 +169,7 @@ def resolve(
 
 def _nnodes(given: _Given) -> tuple[int, int]:
     bounds = given["nnodes"].split(":")
-    if len(bounds) <= 2 and all(b.isdigit() and int(b) > 0 for b in bounds):
+    if len(bounds) <= 2 and all(_NUMBER.fullmatch(b) and int(b) > 0 for b in bounds):
         low, high = int(bounds[0]), int(bounds[-1])
         if low <= high:
             return low, high

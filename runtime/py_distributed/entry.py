@@ -20,7 +20,7 @@ Environment = Mapping[str, str | None]
 class WorkerEntry(Protocol):
     """One way of starting a worker."""
 
-    def torchrun_args(self) -> list[str]:
+    def torchrun_entry(self) -> list[str]:
         """torchrun's arguments that name what each worker executes; the user's arguments follow."""
         ...
 
@@ -40,7 +40,7 @@ class StubEntry:
     stub: str
     runfiles_env: Environment
 
-    def torchrun_args(self) -> list[str]:
+    def torchrun_entry(self) -> list[str]:
         return ["--no-python", self.stub]
 
     def environment(self) -> Environment:
@@ -54,12 +54,12 @@ class PythonPathEntry:
     The seed's `set_python_path_in_subprocess`: for binaries whose stub cannot start a second time.
     """
 
-    main: str
+    shim: str  # the binary's generated main
     runfiles_env: Environment
     python_path: str
 
-    def torchrun_args(self) -> list[str]:
-        return [self.main]
+    def torchrun_entry(self) -> list[str]:
+        return [self.shim]
 
     def environment(self) -> Environment:
         return {**self.runfiles_env, "PYTHONPATH": self.python_path}
@@ -76,10 +76,10 @@ def python_path(path: Sequence[str]) -> str:
     return os.pathsep.join(dict.fromkeys(kept))
 
 
-def for_binary(kind: str, stub: str, main: str, runfiles: BinaryRunfiles) -> WorkerEntry:
+def for_binary(kind: str, stub: str, shim: str, runfiles: BinaryRunfiles) -> WorkerEntry:
     """The worker entry of a py_distributed_binary, `kind` being its worker_entry attribute."""
     if kind == "pythonpath":
-        return PythonPathEntry(main, runfiles.child_env(), python_path(sys.path))
+        return PythonPathEntry(shim, runfiles.child_env(), python_path(sys.path))
     stub_path = runfiles.path(stub)
     if stub_path is None:
         raise UsageError(f"the binary's stub {stub} is not in its runfiles ({runfiles.found_by})")

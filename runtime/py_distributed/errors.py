@@ -11,3 +11,11 @@ class UsageError(Exception):
 def exit_code_of_signal(signum: int) -> int:
     """The shell's convention for a process ended by a signal."""
     return 128 + signum
+
+
+def exit_code_of_worker(exitcode: int) -> int:
+    """The job's exit code for its first failed worker, as torch elastic reports it.
+
+    torch elastic gives -N for a worker ended by signal N; a failure that left no code is still one.
+    """
+    return exit_code_of_signal(-exitcode) if exitcode < 0 else exitcode or 1

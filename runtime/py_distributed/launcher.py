@@ -1,46 +1,123 @@
-"""Launcher mode: run torch elastic's torchrun in this process and keep the workers' exit status."""
+"""Launcher mode: check the launch with torchrun's own parser, then run torch elastic in-process.
+
+`prepare` decides (every bad input becomes a UsageError before any worker starts); `run` does, and
+turns the outcome into the exit status the job should have.
+"""
 
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
+import torch
+from torch.distributed import run as torchrun
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from py_distributed import loopback
 from py_distributed.config import TorchrunConfig
 from py_distributed.entry import WorkerEntry
-from py_distributed.errors import exit_code_of_signal
-from py_distributed.worker import RUN_ID_ENV
+from py_distributed.errors import UsageError, exit_code_of_signal, exit_code_of_worker
+from py_distributed.worker import LAUNCHER_PID_ENV, RUN_ID_ENV
 
 
-def torchrun_argv(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str]) -> list[str]:
-    """torchrun's command line: its flags, the worker entry, then the user's arguments untouched."""
-    return [*config.argv(), *entry.torchrun_args(), *args]
+@dataclass(frozen=True)
+class Launch:
+    """A checked launch: torch elastic's configuration and what the workers get."""
+
+    argv: list[str]  # torchrun's command line, to print
+    config: LaunchConfig
+    entrypoint: str | Callable[..., Any]
+    entrypoint_args: list[str]
+    standalone: bool
+    environment: Mapping[str, str | None]  # for the workers: a value to set, None to unset
 
 
-def launch(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str], *, name: str) -> int:
-    """Starts the workers through torchrun and returns the exit status the job should have.
+# torchrun flags that decide how workers start, which the launcher owns; torchrun would still read
+# them from PET_* variables, and PET_STANDALONE would give each worker a run id of its own, so
+# that every worker would launch again.
+_OWNED_PET_VARIABLES = ("PET_STANDALONE", "PET_MODULE", "PET_RUN_PATH", "PET_NO_PYTHON")
+
+
+def prepare(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str]) -> Launch:
+    """Checks the launch as torchrun would, raising UsageError instead of starting workers."""
+    for name in _OWNED_PET_VARIABLES:
+        os.environ.pop(name, None)
+    parser = torchrun.get_args_parser()
+    parser.allow_abbrev = False  # "--stand" must not pass for --standalone
+
+    def usage_error(message: str) -> NoReturn:  # argparse would print usage and exit
+        raise UsageError(f"torchrun: {message}")
+
+    parser.error = usage_error  # type: ignore[method-assign]
+    # The user's arguments are not parsed: argparse would drop a leading "--" from them.
+    parsed = parser.parse_args([*config.argv(), *entry.torchrun_entry()])
+    if parsed.log_dir:
+        _check_writable(parsed.log_dir)
+    if config.nproc_per_node == "gpu" and not torch.cuda.is_available():
+        # torchrun would only say "Cuda is not available."
+        raise UsageError("nproc_per_node='gpu': no CUDA device is visible; use an int, cpu or auto")
+    try:
+        launch_config, entrypoint, entrypoint_args = torchrun.config_from_args(parsed)
+    except (ValueError, RuntimeError, AssertionError) as error:
+        raise UsageError(f"torchrun: {error}") from None
+
+    environment: dict[str, str | None] = {
+        **entry.environment(),
+        RUN_ID_ENV: config.rdzv_id,
+        LAUNCHER_PID_ENV: str(os.getpid()),
+    }
+    if config.standalone:
+        environment.update({k: v for k, v in loopback.WORKER_ENV.items() if k not in os.environ})
+    return Launch(
+        [*config.argv(), *entry.torchrun_entry(), *args],
+        launch_config,
+        entrypoint,
+        [*entrypoint_args, *args],
+        config.standalone,
+        environment,
+    )
+
+
+def _check_writable(directory: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        raise UsageError(
+            f"log_dir={directory!r} (from --log-dir or PET_LOG_DIR): cannot write there;"
+            " choose a writable directory"
+        )
+
+
+def run(launch: Launch, *, name: str) -> int:
+    """Starts the workers through torch elastic and returns the exit status the job should have.
 
     That is 0, the exit code of the first failed worker (torchrun itself only says 1), or 128+N
-    when a worker or the launcher was ended by signal N.
+    when a worker or the launcher was ended by signal N. torch elastic owns the signals: SIGTERM,
+    SIGINT, SIGHUP and SIGQUIT stop every worker (grace period, then SIGKILL), which matters
+    because `bazel run` does not forward Ctrl-C to the binary's children (bazel#3519).
     """
-    for key, value in entry.environment().items():
+    for key, value in launch.environment.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    os.environ[RUN_ID_ENV] = config.rdzv_id
-    argv = torchrun_argv(config, entry, args)
-    print(f"{name}: torchrun {shlex.join(argv)}", file=sys.stderr, flush=True)
-
-    from torch.distributed import run as torchrun
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
+    if launch.standalone:
+        loopback.register()
+    print(f"{name}: torchrun {shlex.join(launch.argv)}", file=sys.stderr, flush=True)
     try:
-        torchrun.run(torchrun.parse_args(argv))  # type: ignore[no-untyped-call]
+        elastic_launch(launch.config, launch.entrypoint)(*launch.entrypoint_args)
     except ChildFailedError as failed:
+        # The one place a worker's failure is shown: rank, exit code and traceback (error file).
         print(failed.format_msg(), file=sys.stderr)  # type: ignore[no-untyped-call]
-        exitcode = failed.get_first_failure()[1].exitcode
-        return exit_code_of_signal(-exitcode) if exitcode < 0 else exitcode or 1
+        return exit_code_of_worker(failed.get_first_failure()[1].exitcode)
     except SignalException as stopped:
+        print(f"{name}: stopped by {stopped.sigval.name}; workers stopped", file=sys.stderr)
         return exit_code_of_signal(stopped.sigval)
     return 0

@@ -2,17 +2,25 @@
 
 import atexit
 import contextlib
+import ctypes
 import os
 import runpy
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
+
+from py_distributed.errors import exit_code_of_signal
 
 # Set by the launcher for its workers, to the torchrun run id. torchrun gives every worker
 # TORCHELASTIC_RUN_ID, so a worker is a process whose two values agree. WORLD_SIZE/RANK alone prove
 # nothing: schedulers such as Kubeflow's PyTorchJob set them on the launcher's pod too.
 RUN_ID_ENV = "PY_DISTRIBUTED_RUN_ID"
+# The launcher's pid: torch elastic runs in the launcher, which starts every worker.
+LAUNCHER_PID_ENV = "PY_DISTRIBUTED_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def is_distributed_worker(environ: Mapping[str, str] = os.environ) -> bool:
@@ -21,12 +29,40 @@ def is_distributed_worker(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(run_id) and environ.get("TORCHELASTIC_RUN_ID") == run_id
 
 
+def is_foreign_worker(environ: Mapping[str, str] = os.environ) -> bool:
+    """True in a worker of a torchrun other than the launcher whose marker it carries.
+
+    Launching again there would nest one job per worker, at every level.
+    """
+    run_id = environ.get(RUN_ID_ENV, "")
+    return bool(run_id) and environ.get("TORCHELASTIC_RUN_ID", run_id) != run_id
+
+
 def run_main(path: str, args: Sequence[str]) -> NoReturn:
     """Runs the script at `path` as `torchrun path ARGS` would, and exits with its status."""
+    _die_with_launcher()
     sys.argv = [path, *args]
     # A plain `python script.py` puts the script's directory first on sys.path.
     sys.path.insert(0, os.path.dirname(path))
     _exit(_run(path))
+
+
+def _die_with_launcher() -> None:
+    """Has the kernel SIGKILL this worker when the launcher dies, even by SIGKILL.
+
+    torch elastic stops workers when the launcher is signalled, but a SIGKILLed launcher runs no
+    handler, and its workers, in sessions of their own, would train on as orphans.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if launcher.isdecimal():
+        try:
+            os.kill(int(launcher), 0)
+        except ProcessLookupError:  # it died before prctl took effect
+            os._exit(exit_code_of_signal(signal.SIGKILL))
 
 
 def _run(path: str) -> int:
@@ -51,20 +87,24 @@ def _exit_status(code: object) -> int:
 
 
 def _record(error: BaseException) -> None:
-    """Prints the traceback and writes torch elastic's error file, for the agent's root cause."""
-    traceback.print_exc()
+    """Shows the traceback once: through torch elastic's error file, which the launcher prints
+    with the rank that failed, or here when there is no such file."""
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        traceback.print_exc()
+        return
     from torch.distributed.elastic.multiprocessing.errors import get_error_handler
 
     get_error_handler().record_exception(error)
 
 
 def _exit(code: int) -> NoReturn:
-    """Runs exit handlers and flushes, then skips interpreter teardown.
+    """Finishes as the interpreter would (threads, exit handlers, flush), then skips its teardown.
 
     torch 2.13 with gloo aborts in static destructors at interpreter exit in about one run of ten
     ("terminate called without an active exception", exit -6) after the script finished its work,
     so a finished job would be reported failed. Nothing after the exit handlers is worth that risk.
     """
+    threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads, as at exit
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken stream

@@ -1,13 +1,14 @@
 """A plain torchrun script: all-reduce a one from every rank and check the sum is the world size.
 
 It knows nothing of Bazel and runs as `torchrun --nproc-per-node=2 allreduce.py` too. For the tests,
-each rank writes what it saw to $PROBE_DIR/rank<N>.json, and rank $PROBE_FAIL_RANK exits with
-$PROBE_FAIL_CODE after the all-reduce.
+each rank writes what it saw to $PROBE_DIR/rank<N>.json, then obeys the PROBE_* variables below.
 """
 
 import json
 import os
+import signal
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -33,9 +34,28 @@ def main() -> None:
         }
         with open(os.path.join(probe_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
             json.dump(report, f, ensure_ascii=False)
+    misbehave(rank)
     dist.destroy_process_group()
-    if str(rank) == os.environ.get("PROBE_FAIL_RANK"):
-        sys.exit(int(os.environ["PROBE_FAIL_CODE"]))
+
+
+def misbehave(rank: int) -> None:
+    """PROBE_SLEEP=S: every rank sleeps S seconds. PROBE_STUCK_RANK=R: rank R ignores SIGTERM and
+    never returns. PROBE_FAIL_RANK=R, PROBE_FAIL_CODE=N|raise: rank R exits N or raises, on the
+    first PROBE_FAIL_RESTARTS attempts only (default: every attempt)."""
+    time.sleep(float(os.environ.get("PROBE_SLEEP", "0")))
+    if str(rank) == os.environ.get("PROBE_STUCK_RANK"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(60)
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if str(rank) != os.environ.get("PROBE_FAIL_RANK"):
+        return
+    if attempt >= int(os.environ.get("PROBE_FAIL_RESTARTS", sys.maxsize)):
+        return
+    code = os.environ["PROBE_FAIL_CODE"]
+    if code == "raise":
+        raise RuntimeError(f"probe failure on rank {rank}")
+    sys.exit(int(code))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from bazel_harness import BIN, ROOT, bazel, reports, run
 
 # Arguments that a shell, a `--key=value` parser or an encoding step would mangle.
 AWKWARD_ARGS = [
+    "--",  # argparse (torchrun's) would eat a leading one
     "plain",
+    "--",
     "with space",
     "quote\"s 'both'",
     "--key=a=b",
@@ -129,22 +131,6 @@ def test_pet_variables_override_build_values(built, probe_dir):
     done = run([BIN / STUB], env={"PROBE_DIR": str(probe_dir), "PET_NPROC_PER_NODE": "3"})
     assert done.returncode == 0, done.stdout
     assert [r["world_size"] for r in reports(probe_dir)] == [3, 3, 3]
-
-
-def test_failing_rank_exit_code_is_the_jobs(built, probe_dir):
-    env = {"PROBE_DIR": str(probe_dir), "PROBE_FAIL_RANK": "1", "PROBE_FAIL_CODE": "7"}
-    done = run([BIN / STUB], env=env)
-    assert done.returncode == 7, done.stdout
-
-
-def test_bad_run_time_value_is_one_line_before_any_worker(built, probe_dir):
-    done = run([BIN / STUB], env={"PROBE_DIR": str(probe_dir), "PET_NPROC_PER_NODE": "abc"})
-    assert done.returncode == 2
-    assert done.stdout.strip().splitlines() == [
-        "//tests/e2e:allreduce: error: nproc_per_node='abc' (from PET_NPROC_PER_NODE):"
-        " use an int in 1..1024 or one of auto, cpu, gpu, xpu"
-    ]
-    assert reports(probe_dir) == []
 
 
 def test_binary_copied_away_from_its_runfiles_is_refused(built, tmp_path):

@@ -31,13 +31,17 @@ py_distributed_binary(
 """
 
 BAD = {
-    "nproc_per_node = 0": "nproc_per_node = 0; use a positive int or one of auto, cpu, gpu, xpu",
-    'nproc_per_node = "abc"': 'nproc_per_node = "abc"; use a positive int',
+    "nproc_per_node = 0": "nproc_per_node = 0; use an int in 1..1024 or one of auto, cpu, gpu, xpu",
+    'nproc_per_node = "abc"': 'nproc_per_node = "abc"; use an int in 1..1024',
+    "nproc_per_node = 5000": "nproc_per_node = 5000; use an int in 1..1024",
     'nnodes = "3:1"': 'nnodes = "3:1"; use a positive int or "MIN:MAX"',
     "max_restarts = -1": "max_restarts = -1; use an int >= 0",
     'rdzv_backend = "zk"': 'rdzv_backend = "zk"; use one of c10d, etcd, etcd-v2, static',
     'rdzv_endpoint = "h:70000"': 'rdzv_endpoint = "h:70000"; use "" or "HOST[:PORT]"',
+    'rdzv_endpoint = "h:"': 'rdzv_endpoint = "h:"; use "" or "HOST[:PORT]"',
+    'rdzv_conf = {"timeout": "1,2"}': 'rdzv_conf = {"timeout": "1,2"}; use a dict like',
     'worker_entry = "fork"': 'worker_entry = "fork"; use one of pythonpath, stub',
+    'main = "missing.py"': 'main = "missing.py" is not in srcs; add it to srcs',
 }
 
 

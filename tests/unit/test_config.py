@@ -3,22 +3,30 @@
 import pytest
 
 from py_distributed.config import resolve
-from py_distributed.errors import UsageError
+from py_distributed.errors import UsageError, exit_code_of_worker
 
 BUILD = {"nproc_per_node": "2", "nnodes": "1", "max_restarts": "0", "rdzv_backend": "c10d"}
 
 
 def test_single_node_without_endpoint_is_standalone_on_a_free_loopback_port():
     config = resolve(BUILD, [], {})
-    argv = config.argv()
-    assert argv[:5] == [
+    assert config.standalone
+    assert config.argv() == [
         "--nproc-per-node=2",
         "--nnodes=1",
         "--max-restarts=0",
-        "--rdzv-backend=c10d",
-        "--rdzv-endpoint=localhost:0",
+        "--rdzv-backend=c10d-loopback",
+        "--rdzv-endpoint=127.0.0.1:0",
+        f"--rdzv-id={config.rdzv_id}",
+        "--local-addr=127.0.0.1",
     ]
-    assert argv[5] == f"--rdzv-id={config.rdzv_id}" and len(config.rdzv_id) == 32
+    assert len(config.rdzv_id) == 32
+
+
+def test_single_node_with_an_endpoint_uses_the_backend_asked_for():
+    config = resolve(BUILD, [], {"PET_RDZV_ENDPOINT": "localhost:29400"})
+    assert not config.standalone
+    assert "--rdzv-backend=c10d" in config.argv() and "--local-addr=127.0.0.1" not in config.argv()
 
 
 def test_each_launch_gets_its_own_run_id():
@@ -70,6 +78,12 @@ def test_extra_torchrun_args_follow_the_knobs():
         ({"PET_RDZV_ENDPOINT": "a:b:c"}, "rdzv_endpoint='a:b:c'"),
         ({"PET_RDZV_CONF": "timeout"}, "use KEY=VALUE pairs"),
         ({"PET_NNODES": "2"}, "nnodes=2 needs the chief's HOST:PORT"),
+        ({"PET_RDZV_BACKEND": "static"}, "rdzv_backend=static needs HOST:PORT"),
+        ({"PET_RDZV_ID": "a/b"}, "rdzv_id='a/b' (from PET_RDZV_ID): use letters"),
+        ({"PET_RDZV_ID": "$(x)"}, "rdzv_id='$(x)'"),
+        ({"PET_MAX_RESTARTS": "²"}, "max_restarts='²'"),
+        ({"PET_NPROC_PER_NODE": "٣"}, "nproc_per_node='٣'"),
+        ({"PET_RDZV_ENDPOINT": "host:٣"}, "rdzv_endpoint='host:٣'"),
     ],
 )
 def test_bad_values_name_the_value_its_source_and_the_fix(env, message):
@@ -77,6 +91,23 @@ def test_bad_values_name_the_value_its_source_and_the_fix(env, message):
         resolve(BUILD, [], env)
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_multi_node_run_id_is_torchruns_shared_default_not_a_fresh_one():
+    # Every node's launcher must name the same rendezvous.
+    env = {"PET_NNODES": "2", "PET_RDZV_ENDPOINT": "chief:29400"}
+    assert resolve(BUILD, [], env).rdzv_id == resolve(BUILD, [], env).rdzv_id == "none"
+
+
+def test_standalone_keeps_a_run_id_given_at_run_time():
+    assert resolve(BUILD, [], {"PET_RDZV_ID": "mine"}).rdzv_id == "mine"
+
+
+@pytest.mark.parametrize(
+    ("exitcode", "job"), [(7, 7), (1, 1), (0, 1), (-9, 137), (-15, 143), (-6, 134)]
+)
+def test_job_exit_code_of_first_failed_worker(exitcode, job):
+    assert exit_code_of_worker(exitcode) == job
 
 
 @pytest.mark.parametrize(

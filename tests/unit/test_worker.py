@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import py_distributed
-from py_distributed.worker import RUN_ID_ENV, is_distributed_worker
+from py_distributed.worker import RUN_ID_ENV, is_distributed_worker, is_foreign_worker
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,19 @@ from py_distributed.worker import RUN_ID_ENV, is_distributed_worker
 )
 def test_worker_is_detected_by_our_marker_only(env, worker):
     assert is_distributed_worker(env) is worker
+
+
+@pytest.mark.parametrize(
+    ("env", "foreign"),
+    [
+        ({}, False),
+        ({RUN_ID_ENV: "abc"}, False),
+        ({RUN_ID_ENV: "abc", "TORCHELASTIC_RUN_ID": "abc"}, False),
+        ({RUN_ID_ENV: "abc", "TORCHELASTIC_RUN_ID": "other"}, True),
+    ],
+)
+def test_worker_of_another_launch_is_told_apart(env, foreign):
+    assert is_foreign_worker(env) is foreign
 
 
 RUNTIME = os.path.dirname(os.path.dirname(py_distributed.__file__))
@@ -79,6 +92,20 @@ def test_exit_status_is_the_scripts(tmp_path, body, code):
     assert run_worker(tmp_path, body).returncode == code
 
 
+def test_non_daemon_threads_and_executor_work_finish_before_exit(tmp_path):
+    done = run_worker(
+        tmp_path,
+        """
+        import threading, time
+        from concurrent.futures import ThreadPoolExecutor
+        threading.Thread(target=lambda: (time.sleep(0.1), print("thread done", flush=True))).start()
+        ThreadPoolExecutor(1).submit(lambda: (time.sleep(0.4), print("job done", flush=True)))
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["thread done", "job done"]
+
+
 def test_exit_handlers_run_and_output_is_flushed(tmp_path):
     done = run_worker(
         tmp_path,
@@ -91,12 +118,16 @@ def test_exit_handlers_run_and_output_is_flushed(tmp_path):
     assert done.stdout == "unflushedhandler ran\n"
 
 
-def test_exception_is_recorded_in_torch_elastic_error_file(tmp_path):
+def test_exception_goes_to_the_error_file_only_when_there_is_one(tmp_path):
+    # The launcher prints the error file with the rank; printing it here too would show it twice.
     error_file = tmp_path / "error.json"
-    done = run_worker(
-        tmp_path, "raise ValueError('boom')", env={"TORCHELASTIC_ERROR_FILE": str(error_file)}
-    )
+    env = {"TORCHELASTIC_ERROR_FILE": str(error_file)}
+    done = run_worker(tmp_path, "raise ValueError('boom')", env=env)
+    assert (done.returncode, done.stderr) == (1, "")
+    assert "ValueError: boom" in json.dumps(json.loads(error_file.read_text())["message"])
+
+
+def test_exception_is_printed_without_an_error_file(tmp_path):
+    done = run_worker(tmp_path, "raise ValueError('boom')")
     assert done.returncode == 1
-    assert "ValueError: boom" in done.stderr
-    message = json.loads(error_file.read_text())["message"]
-    assert "ValueError: boom" in json.dumps(message)
+    assert "Traceback" in done.stderr and "ValueError: boom" in done.stderr

@@ -1,0 +1,208 @@
+"""Failures, signals, concurrency, network exposure and bad input, on real processes."""
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from bazel_harness import (
+    BIN,
+    listening_addresses,
+    processes_with_env,
+    reports,
+    run,
+    wait_for,
+)
+
+STUB = BIN / "tests/e2e/allreduce"
+TARGET = "//tests/e2e:allreduce"
+
+
+@pytest.fixture
+def run_id(built):
+    """A rendezvous id for one test; afterwards no process of that run may be left."""
+    rdzv_id = f"test-{uuid.uuid4().hex}"
+    yield rdzv_id
+    left = lambda: processes_with_env("PY_DISTRIBUTED_RUN_ID", rdzv_id)  # noqa: E731
+    assert wait_for(lambda: not left(), timeout=15), f"orphans: {left()}"
+
+
+def launch(probe_dir, run_id, **probe):
+    """Starts the allreduce binary in its own session with PROBE_* settings; returns the Popen."""
+    env = {"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id}
+    env.update({f"PROBE_{k.upper()}": str(v) for k, v in probe.items()})
+    return subprocess.Popen(
+        [STUB],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc, timeout=120):
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out
+
+
+def test_failing_rank_sets_exit_code_and_its_traceback_is_shown_once_with_its_rank(
+    probe_dir, run_id
+):
+    code, out = finish(launch(probe_dir, run_id, fail_rank=1, fail_code="raise"))
+    assert code == 1, out
+    assert out.count("RuntimeError: probe failure on rank 1") == 1, out
+    assert "rank      : 1 (local_rank: 1)" in out
+
+
+def test_failing_rank_exit_code_is_the_jobs(probe_dir, run_id):
+    code, out = finish(launch(probe_dir, run_id, fail_rank=1, fail_code=7))
+    assert code == 7, out
+
+
+def test_transient_failure_recovers_with_max_restarts(probe_dir, run_id, monkeypatch):
+    monkeypatch.setenv("PET_MAX_RESTARTS", "1")
+    code, out = finish(launch(probe_dir, run_id, fail_rank=1, fail_code=3, fail_restarts=1))
+    assert code == 0, out
+    assert [r["sum"] for r in reports(probe_dir)] == [2, 2]
+
+
+def test_rank_stuck_and_deaf_to_sigterm_is_killed_in_bounded_time(probe_dir, run_id):
+    # Rank 1 ignores SIGTERM and never returns, as a rank stuck in C++ would; rank 0 fails.
+    started = time.monotonic()
+    code, out = finish(launch(probe_dir, run_id, stuck_rank=1, fail_rank=0, fail_code=5))
+    assert code == 5, out
+    assert time.monotonic() - started < 45  # torch elastic's 30 s grace, then SIGKILL
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_to_launcher_stops_every_worker(probe_dir, run_id, sig):
+    proc = launch(probe_dir, run_id, sleep=120)
+    assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
+    proc.send_signal(sig)
+    code, out = finish(proc, timeout=60)
+    assert code == 128 + sig, out
+    assert f"stopped by {sig.name}" in out
+
+
+def test_sigkill_of_launcher_leaves_no_worker(probe_dir, run_id):
+    proc = launch(probe_dir, run_id, sleep=120)
+    assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
+    workers = processes_with_env("PY_DISTRIBUTED_RUN_ID", run_id)
+    assert len(workers) == 2
+    proc.kill()
+    finish(proc)
+    # The run_id fixture then checks the process table: the kernel killed the orphans.
+
+
+def test_eight_concurrent_launches_all_succeed(tmp_path, built):
+    runs = []
+    for i in range(8):
+        probe = tmp_path / f"probe{i}"
+        probe.mkdir()
+        runs.append((probe, launch(probe, f"concurrent-{uuid.uuid4().hex}")))
+    for probe, proc in runs:
+        code, out = finish(proc, timeout=300)
+        assert code == 0, out
+        assert [r["sum"] for r in reports(probe)] == [2, 2]
+
+
+def test_single_node_job_listens_on_loopback_only(probe_dir, run_id):
+    proc = launch(probe_dir, run_id, sleep=5)
+    try:
+        assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
+        listening = listening_addresses(
+            [proc.pid, *processes_with_env("PY_DISTRIBUTED_RUN_ID", run_id)]
+        )
+    finally:
+        finish(proc)
+    assert len(listening) >= 2, listening  # the rendezvous store and the workers' store, at least
+    assert all(address in ("127.0.0.1", "::1") for address, _ in listening), listening
+
+
+def test_stray_pet_variables_for_owned_flags_do_not_make_workers_launch(probe_dir, run_id):
+    # PET_STANDALONE would give workers a run id of their own; each would then launch again.
+    env = {"PET_STANDALONE": "1", "PET_NO_PYTHON": "", "PET_MODULE": "1", "PET_RUN_PATH": "1"}
+    done = run([STUB], env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **env})
+    assert done.returncode == 0, done.stdout
+    assert [(r["rank"], r["world_size"]) for r in reports(probe_dir)] == [(0, 2), (1, 2)]
+
+
+def test_user_strings_never_reach_a_shell(probe_dir, tmp_path, run_id):
+    marker = tmp_path / "shell-ran"
+    args = [f"$(touch {marker})", f"`touch {marker}`", f"; touch {marker}", f"| touch {marker}"]
+    env = {"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, "PET_LOG_DIR": f"{tmp_path}/$(x)"}
+    done = run([STUB, *args], env=env)
+    assert done.returncode == 0, done.stdout
+    assert [r["argv"] for r in reports(probe_dir)] == [args, args]
+    assert not marker.exists()
+
+
+BAD_INPUTS = [
+    (
+        "PET_NPROC_PER_NODE",
+        "0",
+        "nproc_per_node='0' (from PET_NPROC_PER_NODE): use an int in 1..1024",
+    ),
+    ("PET_NPROC_PER_NODE", "-1", "nproc_per_node='-1'"),
+    ("PET_NPROC_PER_NODE", "abc", "nproc_per_node='abc'"),
+    ("PET_NPROC_PER_NODE", "100000", "nproc_per_node='100000'"),
+    ("PET_NPROC_PER_NODE", "1.5", "nproc_per_node='1.5'"),
+    ("PET_NPROC_PER_NODE", " 2", "nproc_per_node=' 2'"),
+    ("PET_NPROC_PER_NODE", "gpu", "nproc_per_node='gpu': no CUDA device is visible"),
+    ("PET_NNODES", "0", "nnodes='0' (from PET_NNODES): use N or \"MIN:MAX\""),
+    ("PET_NNODES", "3:1", "nnodes='3:1'"),
+    ("PET_NNODES", "x", "nnodes='x'"),
+    ("PET_NNODES", "1:2:3", "nnodes='1:2:3'"),
+    ("PET_NNODES", ":", "nnodes=':'"),
+    ("PET_NNODES", "2", "rdzv_endpoint='' (from BUILD): nnodes=2 needs the chief's HOST:PORT"),
+    (
+        "PET_RDZV_BACKEND",
+        "static",
+        "rdzv_endpoint='' (from BUILD): rdzv_backend=static needs HOST:PORT",
+    ),
+    ("PET_MAX_RESTARTS", "²", "max_restarts='²'"),
+    ("PET_MAX_RESTARTS", "-1", "max_restarts='-1' (from PET_MAX_RESTARTS): use an int >= 0"),
+    ("PET_MAX_RESTARTS", "many", "max_restarts='many'"),
+    (
+        "PET_RDZV_BACKEND",
+        "zookeeper",
+        "rdzv_backend='zookeeper' (from PET_RDZV_BACKEND): use one of",
+    ),
+    ("PET_RDZV_ENDPOINT", "host:99999", "rdzv_endpoint='host:99999' (from PET_RDZV_ENDPOINT)"),
+    ("PET_RDZV_ENDPOINT", "a:b:c", "rdzv_endpoint='a:b:c'"),
+    ("PET_RDZV_ENDPOINT", ":29400", "rdzv_endpoint=':29400'"),
+    ("PET_RDZV_ENDPOINT", "host:", "rdzv_endpoint='host:'"),
+    ("PET_RDZV_CONF", "timeout", "rdzv_conf='timeout' (from PET_RDZV_CONF): use KEY=VALUE pairs"),
+    ("PET_RDZV_CONF", "join_timeout=1,=2", "rdzv_conf='join_timeout=1,=2'"),
+    ("PET_LOG_DIR", "/proc/forbidden", "log_dir='/proc/forbidden' (from --log-dir or PET_LOG_DIR)"),
+    ("PET_MONITOR_INTERVAL", "abc", "torchrun: argument --monitor-interval"),
+    (
+        "PET_LOCAL_RANKS_FILTER",
+        "x",
+        "torchrun: --local_ranks_filter must be a comma-separated list",
+    ),
+    ("PET_RDZV_ID", "../../etc", "rdzv_id='../../etc' (from PET_RDZV_ID): use letters, digits"),
+    ("PET_REDIRECTS", "9", "torchrun:"),
+]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"), BAD_INPUTS, ids=[f"{v}={x}" for v, x, _ in BAD_INPUTS]
+)
+def test_bad_run_time_input_is_one_line_and_exit_2_before_any_worker(
+    probe_dir, built, variable, value, message
+):
+    done = run([STUB], env={"PROBE_DIR": str(probe_dir), variable: value})
+    assert done.returncode == 2, done.stdout
+    errors = [line for line in done.stdout.splitlines() if line.startswith(f"{TARGET}: error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stdout
+    assert errors[0] == done.stdout.strip().splitlines()[-1]
+    assert "torchrun --nproc" not in done.stdout  # the launch line: nothing was started
+    assert reports(probe_dir) == []
