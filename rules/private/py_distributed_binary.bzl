@@ -10,7 +10,8 @@ _RDZV_BACKENDS = ["c10d", "etcd", "etcd-v2", "static"]
 
 _WORKER_ENTRIES = ["pythonpath", "stub"]
 
-# The same grammar as the runtime's checks of PET_* values (runtime/py_distributed/config.py).
+# The grammar of the runtime's checks of PET_* values (runtime/py_distributed/config.py), so that
+# a value that would fail there fails here, at loading time.
 _NPROC_MAX = 1024
 
 def _is_number(value):
@@ -28,6 +29,11 @@ def _is_nnodes(value):
         return False
     return int(bounds[0]) <= int(bounds[-1])
 
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+def _only(value, chars):
+    return all([c in chars for c in value.elems()])
+
 def _is_endpoint(value):
     """"" or HOST or HOST:PORT, HOST being a name, an IPv4 address or a bracketed IPv6 address."""
     if value == "":
@@ -40,14 +46,19 @@ def _is_endpoint(value):
     else:
         colon = value.find(":")
         host, rest = (value, "") if colon < 0 else (value[:colon], value[colon:])
-    if host == "" or rest == "":
-        return host != ""
+    name_chars = "0123456789abcdefABCDEF:." if host.startswith("[") else _NAME_CHARS + ".-_"
+    if host == "" or not _only(host.strip("[]"), name_chars):
+        return False
+    if rest == "":
+        return True
     port = rest[1:]
     return rest[0] == ":" and _is_number(port) and len(port) <= 5 and int(port) <= 65535
 
 def _is_rdzv_conf(value):
+    """Keys as Python names, values non-empty and without ",": torchrun's "k=v,k2=v2"."""
     return type(value) == "dict" and all([
-        type(k) == "string" and k != "" and "=" not in k and "," not in k and "," not in str(v)
+        type(k) == "string" and k != "" and not k[0].isdigit() and _only(k, _NAME_CHARS + "_") and
+        str(v) != "" and "," not in str(v)
         for k, v in value.items()
     ])
 
@@ -65,6 +76,13 @@ def _check_attributes(name, values):
     for attr, ok, expected in checks:
         if not ok:
             fail("py_distributed_binary(name = %r): %s = %r; use %s" % (name, attr, getattr(values, attr), expected))
+
+    # As the runtime: only a single-node c10d job may leave the endpoint to the launcher.
+    if values.rdzv_endpoint == "":
+        if int(str(values.nnodes).split(":")[-1]) > 1:
+            fail("py_distributed_binary(name = %r): nnodes = %r needs rdzv_endpoint = \"HOST:PORT\" of the chief" % (name, values.nnodes))
+        if values.rdzv_backend != "c10d":
+            fail("py_distributed_binary(name = %r): rdzv_backend = %r needs rdzv_endpoint = \"HOST:PORT\"" % (name, values.rdzv_backend))
 
 def py_distributed_binary(
         name,
@@ -136,7 +154,8 @@ def py_distributed_binary(
 
     if not main:
         main = srcs[0] if len(srcs) == 1 else name + ".py"
-    if type(main) == "string" and main not in srcs and ":" + main not in srcs:
+    plain = [f for f in [main] + srcs if type(f) == "string" and ":" not in f and "/" not in f]
+    if len(plain) == len(srcs) + 1 and main not in srcs:
         fail("py_distributed_binary(name = %r): main = %r is not in srcs; add it to srcs" % (name, main))
     generated_main = "_%s_py_distributed_main.py" % name
     distributed_main(

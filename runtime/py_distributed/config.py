@@ -32,7 +32,15 @@ _DEFAULTS = {
     "rdzv_conf": "",
 }
 # torchrun flags that the launcher owns: the knobs, and how the worker entry is given.
-_OWNED_FLAGS = frozenset(KNOBS) | {"standalone", "no_python", "module", "run_path", "m"}
+_OWNED_FLAGS = frozenset(KNOBS) | {
+    "standalone",
+    "no_python",
+    "module",
+    "run_path",
+    "m",
+    "h",
+    "help",
+}
 
 # A single-node job without an endpoint rendezvouses as `torchrun --standalone` would, but on
 # loopback only: py_distributed.loopback registers this backend with torch elastic.

@@ -15,6 +15,7 @@ import torch
 from torch.distributed import run as torchrun
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous import RendezvousParameters
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from py_distributed import loopback
@@ -46,22 +47,24 @@ def prepare(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str]) -> 
     """Checks the launch as torchrun would, raising UsageError instead of starting workers."""
     for name in _OWNED_PET_VARIABLES:
         os.environ.pop(name, None)
-    parser = torchrun.get_args_parser()
-    parser.allow_abbrev = False  # "--stand" must not pass for --standalone
 
     def usage_error(message: str) -> NoReturn:  # argparse would print usage and exit
         raise UsageError(f"torchrun: {message}")
 
-    parser.error = usage_error  # type: ignore[method-assign]
-    # The user's arguments are not parsed: argparse would drop a leading "--" from them.
-    parsed = parser.parse_args([*config.argv(), *entry.torchrun_entry()])
-    if parsed.log_dir:
-        _check_writable(parsed.log_dir)
-    if config.nproc_per_node == "gpu" and not torch.cuda.is_available():
-        # torchrun would only say "Cuda is not available."
-        raise UsageError("nproc_per_node='gpu': no CUDA device is visible; use an int, cpu or auto")
     try:
+        parser = torchrun.get_args_parser()  # reads PET_* variables, some with int()
+        parser.allow_abbrev = False  # "--stand" must not pass for --standalone
+        parser.error = usage_error  # type: ignore[method-assign]
+        # The user's arguments are not parsed: argparse would drop a leading "--" from them.
+        parsed = parser.parse_args([*config.argv(), *entry.torchrun_entry()])
+        if parsed.log_dir:
+            _check_writable(parsed.log_dir)
+        if config.nproc_per_node == "gpu" and not torch.cuda.is_available():
+            # torchrun would only say "Cuda is not available."
+            raise UsageError("nproc_per_node='gpu': no CUDA device is visible; use an int or cpu")
         launch_config, entrypoint, entrypoint_args = torchrun.config_from_args(parsed)
+        if config.standalone:
+            loopback.settings(_rendezvous_parameters(launch_config))
     except (ValueError, RuntimeError, AssertionError) as error:
         raise UsageError(f"torchrun: {error}") from None
 
@@ -79,6 +82,19 @@ def prepare(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str]) -> 
         [*entrypoint_args, *args],
         config.standalone,
         environment,
+    )
+
+
+def _rendezvous_parameters(config: LaunchConfig) -> RendezvousParameters:
+    """What torch elastic hands the rendezvous handler (launcher/api.py: launch_agent)."""
+    return RendezvousParameters(
+        backend=config.rdzv_backend,
+        endpoint=config.rdzv_endpoint,
+        run_id=config.run_id,
+        min_nodes=config.min_nodes,
+        max_nodes=config.max_nodes,
+        local_addr=config.local_addr,
+        **config.rdzv_configs,
     )
 
 

@@ -9,6 +9,7 @@ also picks and holds the port, without a pick-then-bind race (pytorch#126510).
 """
 
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
 
 # Public API; torch/distributed/__init__.py re-exports it without `__all__`.
@@ -17,7 +18,6 @@ from torch.distributed.elastic.rendezvous import (
     RendezvousHandler,
     RendezvousInfo,
     RendezvousParameters,
-    RendezvousStoreInfo,
     rendezvous_handler_registry,
 )
 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
@@ -62,45 +62,75 @@ class _LoopbackHandler(DynamicRendezvousHandler):
 
     store_timeout = timedelta(seconds=60)
 
+    @property
+    def use_agent_store(self) -> bool:
+        # Workers must use the launcher's loopback store: with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+        # rank 0 would host a store of its own, on every interface.
+        return True
+
     def _create_tcp_store_server(self, master_addr: str, master_port: int) -> TCPStore:
         return _store(self.store_timeout)
 
     def next_rendezvous(self) -> RendezvousInfo:
-        # torch keeps one bootstrap store across restarts, while its workers assume a new store
-        # per attempt (torch/distributed/rendezvous.py): restarted ranks then read the last
-        # round's gloo addresses and fail with "Connection refused".
-        info = super().next_rendezvous()
-        self._round_store = _store(self.store_timeout)  # alive as long as the round
-        return RendezvousInfo(
-            info.store,
-            info.rank,
-            info.world_size,
-            RendezvousStoreInfo(LOOPBACK, self._round_store.port),
-        )
+        # torch keeps one workers' store across restarts, while its workers assume a new store per
+        # attempt (torch/distributed/rendezvous.py): restarted ranks then read the last round's
+        # gloo addresses and fail with "Connection refused". One node: rank 0 makes a new one.
+        self._shared_tcp_store_server = None
+        return super().next_rendezvous()
 
 
-def _seconds(params: RendezvousParameters, key: str) -> timedelta | None:
-    value = params.get_as_int(key)
-    return None if value is None else timedelta(seconds=value)
+@dataclass(frozen=True)
+class Settings:
+    """The rdzv_conf values this backend reads, as torch's c10d handler reads them."""
+
+    read_timeout: timedelta
+    timeout: RendezvousTimeout
+    keep_alive_interval: int
+    keep_alive_max_attempt: int
+
+
+def settings(params: RendezvousParameters) -> Settings:
+    """Reads rdzv_conf (dynamic_rendezvous.create_handler's keys); ValueError on a bad value.
+
+    Called before any worker starts, so that a bad value is a usage error, not a traceback.
+    """
+
+    def positive(key: str) -> int | None:
+        value = params.get_as_int(key)
+        if value is not None and value <= 0:
+            raise ValueError(f"rdzv_conf {key}={value}: use a positive number of seconds or tries")
+        return value
+
+    def seconds(key: str) -> timedelta | None:
+        value = positive(key)
+        return None if value is None else timedelta(seconds=value)
+
+    return Settings(
+        seconds("read_timeout") or timedelta(seconds=60),
+        RendezvousTimeout(
+            seconds("join_timeout"),
+            seconds("last_call_timeout"),
+            seconds("close_timeout"),
+            seconds("heartbeat_timeout"),
+        ),
+        positive("keep_alive_interval") or 5,
+        positive("keep_alive_max_attempt") or 3,
+    )
 
 
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
-    """As torch's c10d handler, with the same rdzv_conf keys (dynamic_rendezvous.create_handler)."""
-    store = _store(_seconds(params, "read_timeout") or timedelta(seconds=60))
-    handler: RendezvousHandler = _LoopbackHandler.from_backend(
+    conf = settings(params)
+    store = _store(conf.read_timeout)
+    handler = _LoopbackHandler.from_backend(
         params.run_id,
         store,
         _LoopbackBackend(store, params.run_id),
         params.min_nodes,
         params.max_nodes,
         params.local_addr,
-        RendezvousTimeout(
-            _seconds(params, "join_timeout"),
-            _seconds(params, "last_call_timeout"),
-            _seconds(params, "close_timeout"),
-            _seconds(params, "heartbeat_timeout"),
-        ),
-        params.get_as_int("keep_alive_interval", 5) or 5,
-        params.get_as_int("keep_alive_max_attempt", 3) or 3,
+        conf.timeout,
+        conf.keep_alive_interval,
+        conf.keep_alive_max_attempt,
     )
-    return handler
+    handler.store_timeout = conf.read_timeout
+    return handler  # type: ignore[no-any-return]  # from_backend is unannotated

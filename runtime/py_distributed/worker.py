@@ -55,14 +55,24 @@ def _die_with_launcher() -> None:
     """
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        print(f"py_distributed: prctl: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
     launcher = os.environ.get(LAUNCHER_PID_ENV, "")
-    if launcher.isdecimal():
-        try:
-            os.kill(int(launcher), 0)
-        except ProcessLookupError:  # it died before prctl took effect
-            os._exit(exit_code_of_signal(signal.SIGKILL))
+    if launcher.isdecimal() and not _alive(int(launcher)):  # it died before prctl took effect
+        os._exit(exit_code_of_signal(signal.SIGKILL))
+
+
+def _alive(pid: int) -> bool:
+    """False for a pid that is gone or a zombie (killed, not yet reaped by its own parent)."""
+    if os.getppid() == pid:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _run(path: str) -> int:
@@ -87,14 +97,18 @@ def _exit_status(code: object) -> int:
 
 
 def _record(error: BaseException) -> None:
-    """Shows the traceback once: through torch elastic's error file, which the launcher prints
-    with the rank that failed, or here when there is no such file."""
-    if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+    """Shows the traceback once: the launcher prints torch elastic's error file with the failed
+    rank, so it is printed here only without such a file, or when the group will restart."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    restarts_left = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) - int(
+        os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    )
+    if not error_file or restarts_left > 0:
         traceback.print_exc()
-        return
-    from torch.distributed.elastic.multiprocessing.errors import get_error_handler
+    if error_file:
+        from torch.distributed.elastic.multiprocessing.errors import get_error_handler
 
-    get_error_handler().record_exception(error)
+        get_error_handler().record_exception(error)
 
 
 def _exit(code: int) -> NoReturn:
@@ -104,7 +118,10 @@ def _exit(code: int) -> NoReturn:
     ("terminate called without an active exception", exit -6) after the script finished its work,
     so a finished job would be reported failed. Nothing after the exit handlers is worth that risk.
     """
-    threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads, as at exit
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads, as at exit
+    except KeyboardInterrupt:  # Ctrl-C reaches workers too: stop waiting, still skip teardown
+        code = code or exit_code_of_signal(signal.SIGINT)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken stream

@@ -15,6 +15,9 @@ import torch.distributed as dist
 
 
 def main() -> None:
+    stuck = os.environ.get("PROBE_STUCK_RANK") == os.environ["RANK"]
+    if stuck:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     total = torch.ones(1)
@@ -32,21 +35,28 @@ def main() -> None:
             "pid": os.getpid(),
             "pythonpath": os.environ.get("PYTHONPATH", ""),
         }
-        with open(os.path.join(probe_dir, f"rank{rank}.json"), "w", encoding="utf-8") as f:
+        path = os.path.join(probe_dir, f"rank{rank}.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(report, f, ensure_ascii=False)
-    misbehave(rank)
+        os.replace(path + ".tmp", path)  # readers never see half a report
+    misbehave(rank, stuck)
     dist.destroy_process_group()
 
 
-def misbehave(rank: int) -> None:
-    """PROBE_SLEEP=S: every rank sleeps S seconds. PROBE_STUCK_RANK=R: rank R ignores SIGTERM and
-    never returns. PROBE_FAIL_RANK=R, PROBE_FAIL_CODE=N|raise: rank R exits N or raises, on the
-    first PROBE_FAIL_RESTARTS attempts only (default: every attempt)."""
+def misbehave(rank: int, stuck: bool) -> None:
+    """PROBE_SLEEP=S: every rank sleeps S seconds. PROBE_STUCK_RANK=R: rank R ignores SIGTERM from
+    the start and never returns. PROBE_FAIL_RANK=R, PROBE_FAIL_CODE=N|raise: rank R exits N or
+    raises (once the stuck rank has reported), on the first PROBE_FAIL_RESTARTS attempts only
+    (default: every attempt)."""
     time.sleep(float(os.environ.get("PROBE_SLEEP", "0")))
-    if str(rank) == os.environ.get("PROBE_STUCK_RANK"):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if stuck:
         while True:
             time.sleep(60)
+    stuck_report = os.path.join(
+        os.environ.get("PROBE_DIR", ""), f"rank{os.environ.get('PROBE_STUCK_RANK')}.json"
+    )
+    while "PROBE_STUCK_RANK" in os.environ and not os.path.exists(stuck_report):
+        time.sleep(0.05)
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if str(rank) != os.environ.get("PROBE_FAIL_RANK"):
         return

@@ -42,6 +42,10 @@ BAD = {
     'rdzv_conf = {"timeout": "1,2"}': 'rdzv_conf = {"timeout": "1,2"}; use a dict like',
     'worker_entry = "fork"': 'worker_entry = "fork"; use one of pythonpath, stub',
     'main = "missing.py"': 'main = "missing.py" is not in srcs; add it to srcs',
+    "nnodes = 2": 'nnodes = 2 needs rdzv_endpoint = "HOST:PORT" of the chief',
+    'rdzv_backend = "static"': 'rdzv_backend = "static" needs rdzv_endpoint = "HOST:PORT"',
+    'rdzv_conf = {"join-timeout": "1"}': 'rdzv_conf = {"join-timeout": "1"}; use a dict like',
+    'rdzv_endpoint = "[zz]:1"': 'rdzv_endpoint = "[zz]:1"; use "" or "HOST[:PORT]"',
 }
 
 
