@@ -52,7 +52,9 @@ _RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
 _NUMBER = re.compile(r"[0-9]+")  # str.isdigit() would take "²", which int() refuses
 _NPROC_MAX = 1024
 _RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")
-_ENDPOINT = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+)(?::(?P<port>[0-9]{1,5}))?$")
+# The same grammars as rules/private/py_distributed_binary.bzl checks at loading time.
+_ENDPOINT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
+_RDZV_CONF_ITEM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^,]+")
 
 
 @dataclass(frozen=True)
@@ -139,14 +141,14 @@ def resolve(
     if given["rdzv_backend"] not in _RDZV_BACKENDS:
         raise given.bad("rdzv_backend", f"use one of {', '.join(_RDZV_BACKENDS)}")
     endpoint = given["rdzv_endpoint"]
-    match = _ENDPOINT.match(endpoint)
+    match = _ENDPOINT.fullmatch(endpoint)
     if endpoint and not (match and int(match["port"] or 0) <= 65535):
         raise given.bad("rdzv_endpoint", "use HOST or HOST:PORT with PORT in 0..65535")
     if not _RUN_ID.fullmatch(given["rdzv_id"]):
         # torch elastic names files after it.
         raise given.bad("rdzv_id", "use letters, digits, '.', '_' and '-' only")
     conf = given["rdzv_conf"]
-    if conf and not all(re.fullmatch(r"[A-Za-z_]\w*=[^,]*", item) for item in conf.split(",")):
+    if conf and not all(_RDZV_CONF_ITEM.fullmatch(item) for item in conf.split(",")):
         raise given.bad("rdzv_conf", "use KEY=VALUE pairs separated by commas")
     _check_torchrun_args(torchrun_args)
 
@@ -189,7 +191,9 @@ def _check_torchrun_args(torchrun_args: Sequence[str]) -> None:
         flag = arg.lstrip("-").split("=", 1)[0].replace("-", "_")
         if not arg.startswith("-") or flag not in _OWNED_FLAGS:
             continue
-        if flag in KNOBS:
+        if flag == "rdzv_id":
+            fix = "set it with PET_RDZV_ID"
+        elif flag in KNOBS:
             fix = f"set it with the {flag} attribute or PET_{flag.upper()}"
         else:
             fix = "the launcher decides how workers start; remove it"

@@ -19,7 +19,7 @@ from torch.distributed.elastic.rendezvous import RendezvousParameters
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from py_distributed import loopback
-from py_distributed.config import TorchrunConfig
+from py_distributed.config import STANDALONE_BACKEND, TorchrunConfig
 from py_distributed.entry import WorkerEntry
 from py_distributed.errors import UsageError, exit_code_of_signal, exit_code_of_worker
 from py_distributed.worker import LAUNCHER_PID_ENV, RUN_ID_ENV
@@ -33,8 +33,11 @@ class Launch:
     config: LaunchConfig
     entrypoint: str | Callable[..., Any]
     entrypoint_args: list[str]
-    standalone: bool
     environment: Mapping[str, str | None]  # for the workers: a value to set, None to unset
+
+    @property
+    def standalone(self) -> bool:
+        return self.config.rdzv_backend == STANDALONE_BACKEND
 
 
 # torchrun flags that decide how workers start, which the launcher owns; torchrun would still read
@@ -80,7 +83,6 @@ def prepare(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str]) -> 
         launch_config,
         entrypoint,
         [*entrypoint_args, *args],
-        config.standalone,
         environment,
     )
 

@@ -1,6 +1,8 @@
 """Finding the binary's runfiles from each set of variables Bazel may leave, on real trees."""
 
 import os
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -100,9 +102,6 @@ def test_stub_without_a_tree_is_refused_for_stub_entry(tree):
 
 
 def test_pythonpath_leaves_out_the_interpreters_own_paths(tmp_path):
-    import sys
-    import sysconfig
-
     path = [
         str(tmp_path / "a"),
         sysconfig.get_path("stdlib"),
