@@ -8,7 +8,7 @@ are identical in both worlds.
 load("//rules/private:interpreter_packages.bzl", "interpreter_packages")
 
 # The packages the runtime and its users' mains need, by their pip hub names.
-_PACKAGES = ["bazel_runfiles", "torch"]
+_PACKAGES = ["bazel_runfiles", "psutil", "torch"]
 
 def py_distributed_dependencies(name = "py_distributed_pypi", packages = []):
     """Declares `@py_distributed_pypi`, whose packages come from the interpreter's site-packages.

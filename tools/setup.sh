@@ -3,7 +3,8 @@
 # command it is given inside that environment:
 #   tools/setup.sh bazel run //train:model     (README: run the example job)
 #   tools/setup.sh pytest                      (README: run every test)
-# What it installs: Debian's Bazel 4.2.3 (bazel-bootstrap), strace and python3-venv, with apt; a
+# What it installs: Debian's Bazel 4.2.3 (bazel-bootstrap), strace, iproute2 (for the simulated hosts
+# of tests/multinode, which need root) and python3-venv, with apt; a
 # virtualenv in .venv with requirements_lock.txt and tests/requirements.txt; buildifier from npm.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,12 +12,12 @@ venv="$root/.venv"
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v bazel >/dev/null || ! command -v strace >/dev/null \
+if ! command -v bazel >/dev/null || ! command -v strace >/dev/null || ! command -v ip >/dev/null \
     || [ ! -d /usr/share/bazel/rules/java ]; then
-  echo "setup: installing Bazel 4.2.3, strace, python3-venv (apt)" >&2
+  echo "setup: installing Bazel 4.2.3, strace, iproute2, python3-venv (apt)" >&2
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    bazel-bootstrap bazel-rules-java python3-venv strace >/dev/null
+    bazel-bootstrap bazel-rules-java python3-venv strace iproute2 >/dev/null
 fi
 
 # Reinstall the Python packages only when a requirements file changed.

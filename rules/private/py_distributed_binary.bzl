@@ -66,7 +66,7 @@ def _check_attributes(name, values):
     """Fails at loading time on the first bad torchrun value, naming the target and the fix."""
     checks = [
         ("nproc_per_node", _is_count(values.nproc_per_node, _NPROC_MAX) or values.nproc_per_node in _NPROC_WORDS, "an int in 1..%d or one of %s" % (_NPROC_MAX, ", ".join(_NPROC_WORDS))),
-        ("nnodes", _is_nnodes(values.nnodes), 'a positive int or "MIN:MAX" with 0 < MIN <= MAX'),
+        ("nnodes", values.nnodes == None or _is_nnodes(values.nnodes), 'None, a positive int or "MIN:MAX" with 0 < MIN <= MAX'),
         ("max_restarts", type(values.max_restarts) == "int" and values.max_restarts >= 0, "an int >= 0"),
         ("rdzv_backend", values.rdzv_backend in _RDZV_BACKENDS, "one of " + ", ".join(_RDZV_BACKENDS)),
         ("rdzv_endpoint", _is_endpoint(values.rdzv_endpoint), '"" or "HOST[:PORT]" with PORT in 0..65535'),
@@ -77,12 +77,8 @@ def _check_attributes(name, values):
         if not ok:
             fail("py_distributed_binary(name = %r): %s = %r; use %s" % (name, attr, getattr(values, attr), expected))
 
-    # As the runtime: only a single-node c10d job may leave the endpoint to the launcher.
-    if values.rdzv_endpoint == "":
-        if int(str(values.nnodes).split(":")[-1]) > 1:
-            fail("py_distributed_binary(name = %r): nnodes = %r needs rdzv_endpoint = \"HOST:PORT\" of the chief" % (name, values.nnodes))
-        if values.rdzv_backend != "c10d":
-            fail("py_distributed_binary(name = %r): rdzv_backend = %r needs rdzv_endpoint = \"HOST:PORT\"" % (name, values.rdzv_backend))
+    # Which endpoint a multi-node job uses may be known only at run time, from the cluster
+    # description (TF_CONFIG, SLURM, Kubernetes); the runtime checks it there.
 
 def py_distributed_binary(
         name,
@@ -90,7 +86,7 @@ def py_distributed_binary(
         main = None,
         deps = [],
         nproc_per_node = 1,
-        nnodes = 1,
+        nnodes = None,
         max_restarts = 0,
         rdzv_backend = "c10d",
         rdzv_endpoint = "",
@@ -115,13 +111,16 @@ def py_distributed_binary(
       deps: py_library dependencies of `main`, torch among them; `//runtime` is added.
       nproc_per_node: workers per node: a positive int, or "gpu", "cpu", "xpu", "auto" as for torchrun.
         Default 1. Run time: PET_NPROC_PER_NODE.
-      nnodes: number of nodes, `N` or `"MIN:MAX"` for elastic jobs. Default 1. Run time: PET_NNODES.
+      nnodes: number of nodes, `N` or `"MIN:MAX"` for elastic jobs. Default None: as many as the
+        cluster description at run time names (TF_CONFIG, SLURM, Kubernetes), else 1.
+        Run time: PET_NNODES.
       max_restarts: how often torchrun restarts the worker group after a failure. Default 0.
         Run time: PET_MAX_RESTARTS.
       rdzv_backend: torch elastic rendezvous backend: "c10d" (default), "static", "etcd", "etcd-v2".
         Run time: PET_RDZV_BACKEND.
-      rdzv_endpoint: "HOST[:PORT]" of the rendezvous. Default "": on one node a free loopback port,
-        as `torchrun --standalone` does. Run time: PET_RDZV_ENDPOINT.
+      rdzv_endpoint: "HOST[:PORT]" of the rendezvous. Default "": on several nodes the chief's, from
+        the cluster description; on one node a free loopback port, as `torchrun --standalone` does.
+        Run time: PET_RDZV_ENDPOINT.
       rdzv_conf: dict of extra rendezvous settings, e.g. `{"join_timeout": "600"}`.
         Run time: PET_RDZV_CONF ("k=v,k2=v2").
       torchrun_args: further torchrun flags, e.g. `["--log-dir=/tmp/logs", "--tee=3"]`; the values
@@ -163,13 +162,18 @@ def py_distributed_binary(
         binary = name,
         main = main,
         out = generated_main,
+        # Only what BUILD says: the rest is left to the cluster description or torchrun.
         build_values = {
-            "max_restarts": str(max_restarts),
-            "nnodes": str(nnodes),
-            "nproc_per_node": str(nproc_per_node),
-            "rdzv_backend": rdzv_backend,
-            "rdzv_conf": ",".join(["%s=%s" % (k, v) for k, v in sorted(rdzv_conf.items())]),
-            "rdzv_endpoint": rdzv_endpoint,
+            key: value
+            for key, value in {
+                "max_restarts": str(max_restarts),
+                "nnodes": None if nnodes == None else str(nnodes),
+                "nproc_per_node": str(nproc_per_node),
+                "rdzv_backend": rdzv_backend,
+                "rdzv_conf": ",".join(["%s=%s" % (k, v) for k, v in sorted(rdzv_conf.items())]),
+                "rdzv_endpoint": rdzv_endpoint or None,
+            }.items()
+            if value != None
         },
         torchrun_args = torchrun_args,
         worker_entry = worker_entry,

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
 from py_distributed import config, entry, runfiles_env, worker
-from py_distributed.errors import EXIT_USAGE, UsageError
+from py_distributed.errors import exit_on_usage_error
 
 
 def main(
@@ -35,25 +35,18 @@ def main(
       worker_entry: "stub" or "pythonpath", see `py_distributed.entry`.
     """
     args = sys.argv[1:]
-    try:
-        if worker.is_foreign_worker():
-            raise UsageError(
-                f"{worker.RUN_ID_ENV} and TORCHELASTIC_RUN_ID disagree: this is a worker of another"
-                " launch; start the binary outside it, or unset both"
-            )
+    with exit_on_usage_error(target):
+        worker.refuse_foreign_worker()
         if worker.is_distributed_worker():
             script = runfiles_env.locate(main, os.environ, shim).path(main)
             assert script is not None  # locate() checked it
             worker.run_main(script, args)
 
-        torchrun_config = config.resolve(build_values, torchrun_args, os.environ)
+        torchrun_config = config.for_this_node(build_values, "BUILD", torchrun_args, os.environ)
         runfiles = runfiles_env.locate(stub, os.environ, shim)
         worker_start = entry.for_binary(worker_entry, stub, shim, runfiles)
         # torch is imported only now, so that the checks above answer at once.
         from py_distributed import launcher
 
         launch = launcher.prepare(torchrun_config, worker_start, args)
-    except UsageError as error:
-        print(f"{target}: error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
     sys.exit(launcher.run(launch, name=target))

@@ -1,35 +1,43 @@
-"""torchrun's knobs for one launch: BUILD values, overridden by torchrun's PET_* variables, checked.
+"""torchrun's knobs for one launch: PET_* variables over explicit values over the cluster, checked.
 
 Parsing, deciding and doing are separate, as in torch/distributed/run.py: this module decides, and
-every bad value becomes one UsageError before any worker starts.
+every bad value becomes one UsageError before any worker starts. Explicit values are a binary's
+BUILD attributes or `maybe_run_training`'s arguments; the cluster description (`cluster`) fills in
+what neither says: the number of nodes, the chief's endpoint and a run id stable for the job.
 """
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from py_distributed import node_address
+from py_distributed.cluster import DEFAULT_PORT, Cluster, machine_from_env
 from py_distributed.errors import UsageError
 
 # The knobs the launcher passes explicitly; each may be set at run time by PET_<KNOB>, the variable
-# torchrun itself reads (torch/distributed/argparse_util.py), and all but rdzv_id in BUILD.
+# torchrun itself reads (torch/distributed/argparse_util.py), and all but the last two explicitly.
 KNOBS = (
     "nproc_per_node",
     "nnodes",
     "max_restarts",
     "rdzv_backend",
     "rdzv_endpoint",
-    "rdzv_id",
     "rdzv_conf",
+    "rdzv_id",
+    "local_addr",
 )
+_RUN_TIME_ONLY = ("rdzv_id", "local_addr")
 _DEFAULTS = {
     "nproc_per_node": "1",
     "nnodes": "1",
     "max_restarts": "0",
     "rdzv_backend": "c10d",
     "rdzv_endpoint": "",
-    "rdzv_id": "none",  # torchrun's: every node of a job must name the same rendezvous
     "rdzv_conf": "",
+    "rdzv_id": "none",  # torchrun's: every node of a job must name the same rendezvous
+    "local_addr": "",  # torch's: this host's FQDN
 }
 # torchrun flags that the launcher owns: the knobs, and how the worker entry is given.
 _OWNED_FLAGS = frozenset(KNOBS) | {
@@ -70,11 +78,18 @@ class TorchrunConfig:
     rdzv_id: str
     rdzv_conf: str
     torchrun_args: tuple[str, ...] = ()
+    local_addr: str = ""  # the workers' MASTER_ADDR on the rank-0 node; "": torch's FQDN lookup
+    socket_ifname: str = ""  # the interface for gloo and NCCL; "": theirs (the host name's)
+    node_rank: int | None = None  # for the static backend, which ranks nodes itself
 
     @property
     def standalone(self) -> bool:
         """A single-node job on the loopback rendezvous."""
         return self.rdzv_backend == STANDALONE_BACKEND
+
+    @property
+    def multi_node(self) -> bool:
+        return self.max_nodes > 1
 
     def argv(self) -> list[str]:
         """torchrun's flags, every knob explicit so that no stray PET_* variable can change it."""
@@ -91,9 +106,11 @@ class TorchrunConfig:
         ]
         if self.rdzv_conf:
             flags.append(f"--rdzv-conf={self.rdzv_conf}")
-        if self.standalone:
+        if self.local_addr:
             # Workers get MASTER_ADDR from this, not from the host name's address.
-            flags.append(f"--local-addr={LOOPBACK}")
+            flags.append(f"--local-addr={self.local_addr}")
+        if self.node_rank is not None:
+            flags.append(f"--node-rank={self.node_rank}")
         return flags + list(self.torchrun_args)
 
 
@@ -111,20 +128,48 @@ class _Given:
         return UsageError(f"{knob}={self.values[knob]!r} (from {self.sources[knob]}): {fix}")
 
 
-def resolve(
-    build_values: Mapping[str, str],
+def for_this_node(
+    explicit: Mapping[str, str],
+    explicit_source: str,
     torchrun_args: Sequence[str],
     environ: Mapping[str, str],
+    cluster: Cluster | None = None,
 ) -> TorchrunConfig:
-    """The launch's torchrun values: PET_<KNOB> if set, else BUILD's, else torchrun's default."""
+    """`resolve` with the environment's cluster description, then this node's address on it."""
+    found = machine_from_env(environ) if cluster is None else cluster
+    config = resolve(explicit, explicit_source, torchrun_args, environ, found)
+    if not config.multi_node or config.standalone:
+        return config
+    if config.local_addr and any(environ.get(name) for name in node_address.IFNAME_VARIABLES):
+        return config  # the user chose both, e.g. an address behind NAT that no interface holds
+    host = _ENDPOINT.fullmatch(config.rdzv_endpoint)
+    assert host is not None  # resolve() checked it
+    node = node_address.find(found, host["host"].strip("[]"), config.local_addr)
+    return dataclasses.replace(
+        config, local_addr=config.local_addr or node.address, socket_ifname=node.interface
+    )
+
+
+def resolve(
+    explicit: Mapping[str, str],
+    explicit_source: str,
+    torchrun_args: Sequence[str],
+    environ: Mapping[str, str],
+    cluster: Cluster,
+) -> TorchrunConfig:
+    """The launch's torchrun values, each from the first that has it: PET_<KNOB>, `explicit` (named
+    `explicit_source` in messages), the cluster description, torchrun's default."""
+    derived = _from_cluster(cluster)
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for knob in KNOBS:
         env_name = f"PET_{knob.upper()}"
         if environ.get(env_name, "") != "":
             values[knob], sources[knob] = environ[env_name], env_name
-        elif knob in build_values:
-            values[knob], sources[knob] = build_values[knob], "BUILD"
+        elif knob in explicit:
+            values[knob], sources[knob] = explicit[knob], explicit_source
+        elif knob in derived:
+            values[knob], sources[knob] = derived[knob], cluster.source
         else:
             values[knob], sources[knob] = _DEFAULTS[knob], "default"
     given = _Given(values, sources)
@@ -136,6 +181,8 @@ def resolve(
         words = ", ".join(_NPROC_WORDS)
         raise given.bad("nproc_per_node", f"use an int in 1..{_NPROC_MAX} or one of {words}")
     min_nodes, max_nodes = _nnodes(given)
+    if cluster.num_nodes > 1 and not min_nodes <= cluster.num_nodes <= max_nodes:
+        raise given.bad("nnodes", f"{cluster.source} describes {cluster.num_nodes} nodes; drop one")
     if not _NUMBER.fullmatch(given["max_restarts"]):
         raise given.bad("max_restarts", "use an int >= 0")
     if given["rdzv_backend"] not in _RDZV_BACKENDS:
@@ -144,6 +191,9 @@ def resolve(
     match = _ENDPOINT.fullmatch(endpoint)
     if endpoint and not (match and int(match["port"] or 0) <= 65535):
         raise given.bad("rdzv_endpoint", "use HOST or HOST:PORT with PORT in 0..65535")
+    local = _ENDPOINT.fullmatch(given["local_addr"])
+    if given["local_addr"] and not (local and local["port"] is None):
+        raise given.bad("local_addr", "use this node's host name or IP address, without a port")
     if not _RUN_ID.fullmatch(given["rdzv_id"]):
         # torch elastic names files after it.
         raise given.bad("rdzv_id", "use letters, digits, '.', '_' and '-' only")
@@ -153,15 +203,19 @@ def resolve(
     _check_torchrun_args(torchrun_args)
 
     backend, rdzv_id = given["rdzv_backend"], given["rdzv_id"]
+    local_addr, socket_ifname = given["local_addr"], ""
     if not endpoint:
         if max_nodes > 1:
             raise given.bad(
-                "rdzv_endpoint", f"nnodes={given['nnodes']} needs the chief's HOST:PORT"
+                "rdzv_endpoint",
+                f"nnodes={given['nnodes']} needs the chief's HOST:PORT, or a cluster description"
+                " (TF_CONFIG, SLURM, Kubernetes' MASTER_ADDR)",
             )
         if backend != "c10d":
             raise given.bad("rdzv_endpoint", f"rdzv_backend={backend} needs HOST:PORT")
         # As torchrun --standalone: a store on a free port of this host, and a fresh run id.
         backend, endpoint = STANDALONE_BACKEND, f"{LOOPBACK}:0"
+        local_addr, socket_ifname = LOOPBACK, "lo"
         if given.sources["rdzv_id"] == "default":
             rdzv_id = uuid.uuid4().hex
     return TorchrunConfig(
@@ -174,7 +228,27 @@ def resolve(
         rdzv_id=rdzv_id,
         rdzv_conf=conf,
         torchrun_args=tuple(torchrun_args),
+        local_addr=local_addr,
+        socket_ifname=socket_ifname,
+        node_rank=cluster.node_rank if backend == "static" and max_nodes > 1 else None,
     )
+
+
+def _from_cluster(cluster: Cluster) -> dict[str, str]:
+    """The knobs a multi-node description implies. The chief's endpoint is `localhost`: torch
+    decides whether this node hosts the store by its host name, and misses addresses on other
+    interfaces than the host name's, so a chief given its own address waits for itself forever
+    (pytorch#79388)."""
+    if cluster.num_nodes == 1:
+        return {}
+    host = "localhost" if cluster.is_chief else cluster.chief.address
+    if ":" in host:
+        host = f"[{host}]"
+    return {
+        "nnodes": str(cluster.num_nodes),
+        "rdzv_endpoint": f"{host}:{cluster.port or DEFAULT_PORT}",
+        "rdzv_id": cluster.job_id or "none",
+    }
 
 
 def _nnodes(given: _Given) -> tuple[int, int]:
@@ -191,8 +265,8 @@ def _check_torchrun_args(torchrun_args: Sequence[str]) -> None:
         flag = arg.lstrip("-").split("=", 1)[0].replace("-", "_")
         if not arg.startswith("-") or flag not in _OWNED_FLAGS:
             continue
-        if flag == "rdzv_id":
-            fix = "set it with PET_RDZV_ID"
+        if flag in _RUN_TIME_ONLY:
+            fix = f"set it with PET_{flag.upper()}"
         elif flag in KNOBS:
             fix = f"set it with the {flag} attribute or PET_{flag.upper()}"
         else:

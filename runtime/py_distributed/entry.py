@@ -48,21 +48,27 @@ class StubEntry:
 
 
 @dataclass(frozen=True)
-class PythonPathEntry:
-    """Each worker runs the binary's main with the bare interpreter, PYTHONPATH taken from sys.path.
+class InterpreterEntry:
+    """Each worker is `python -u TARGET ARGS`, as torchrun starts workers by default.
 
-    The seed's `set_python_path_in_subprocess`: for binaries whose stub cannot start a second time.
+    Outside Bazel that is all it takes. Under Bazel the bare interpreter knows nothing of the
+    binary's imports, so `with_python_path` hands the workers the launcher's sys.path: the seed's
+    `set_python_path_in_subprocess`, for binaries whose stub cannot start a second time.
     """
 
-    shim: str  # the binary's generated main
-    runfiles_env: Environment
-    python_path: str
+    target: tuple[str, ...]  # a script, or "-m" and a module
+    env: Environment
 
     def torchrun_entry(self) -> list[str]:
-        return [self.shim]
+        return list(self.target)
 
     def environment(self) -> Environment:
-        return {**self.runfiles_env, "PYTHONPATH": self.python_path}
+        return self.env
+
+
+def with_python_path(target: Sequence[str], runfiles_env: Environment) -> InterpreterEntry:
+    """Workers run `target` with the bare interpreter, PYTHONPATH from the launcher's sys.path."""
+    return InterpreterEntry(tuple(target), {**runfiles_env, "PYTHONPATH": python_path(sys.path)})
 
 
 def python_path(path: Sequence[str]) -> str:
@@ -79,14 +85,20 @@ def python_path(path: Sequence[str]) -> str:
 def for_binary(kind: str, stub: str, shim: str, runfiles: BinaryRunfiles) -> WorkerEntry:
     """The worker entry of a py_distributed_binary, `kind` being its worker_entry attribute."""
     if kind == "pythonpath":
-        return PythonPathEntry(shim, runfiles.child_env(), python_path(sys.path))
+        return with_python_path([shim], runfiles.child_env())
     stub_path = runfiles.path(stub)
     if stub_path is None:
         raise UsageError(f"the binary's stub {stub} is not in its runfiles ({runfiles.found_by})")
+    return reentering(stub_path, runfiles)
+
+
+def reentering(stub_path: str, runfiles: BinaryRunfiles) -> StubEntry:
+    """Workers re-enter the Bazel binary whose stub is at `stub_path`."""
     # The Bazel stub finds its modules only from a runfiles tree beside or around itself.
     if not (os.path.isdir(stub_path + ".runfiles") or enclosing_runfiles_dir(stub_path)):
         raise UsageError(
             f"the stub {stub_path} has no runfiles tree to start workers from (built with"
-            ' --nobuild_runfile_links?); build the tree or set worker_entry = "pythonpath"'
+            " --nobuild_runfile_links?); build the tree, or start workers with PYTHONPATH"
+            ' (worker_entry = "pythonpath", set_python_path_in_subprocess=True)'
         )
     return StubEntry(stub_path, runfiles.child_env())

@@ -1,5 +1,9 @@
 """How failures reach the user: one line for bad input, an exit code a caller can trust."""
 
+import contextlib
+import sys
+from collections.abc import Iterator
+
 # The exit code of a bad input found before any worker started, as argparse and torchrun use.
 EXIT_USAGE = 2
 
@@ -19,3 +23,13 @@ def exit_code_of_worker(exitcode: int) -> int:
     torch elastic gives -N for a worker ended by signal N; a failure that left no code is still one.
     """
     return exit_code_of_signal(-exitcode) if exitcode < 0 else exitcode or 1
+
+
+@contextlib.contextmanager
+def exit_on_usage_error(name: str) -> Iterator[None]:
+    """Turns a UsageError into its one line, `NAME: error: MESSAGE`, and exit code EXIT_USAGE."""
+    try:
+        yield
+    except UsageError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)

@@ -7,6 +7,7 @@ turns the outcome into the exit status the job should have.
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -15,13 +16,19 @@ import torch
 from torch.distributed import run as torchrun
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.elastic.rendezvous import RendezvousParameters
+from torch.distributed.elastic.rendezvous import (
+    RendezvousClosedError,
+    RendezvousError,
+    RendezvousParameters,
+    RendezvousTimeoutError,
+)
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from py_distributed import loopback
 from py_distributed.config import STANDALONE_BACKEND, TorchrunConfig
 from py_distributed.entry import WorkerEntry
 from py_distributed.errors import UsageError, exit_code_of_signal, exit_code_of_worker
+from py_distributed.node_address import IFNAME_VARIABLES
 from py_distributed.worker import LAUNCHER_PID_ENV, RUN_ID_ENV
 
 
@@ -40,14 +47,27 @@ class Launch:
         return self.config.rdzv_backend == STANDALONE_BACKEND
 
 
+# torch elastic's default (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py).
+_JOIN_TIMEOUT_DEFAULT = 600
+# How long a failed multi-node launcher keeps its rendezvous store up for the other nodes.
+_STORE_LINGER_SECONDS = 2
+
 # torchrun flags that decide how workers start, which the launcher owns; torchrun would still read
 # them from PET_* variables, and PET_STANDALONE would give each worker a run id of its own, so
 # that every worker would launch again.
 _OWNED_PET_VARIABLES = ("PET_STANDALONE", "PET_MODULE", "PET_RUN_PATH", "PET_NO_PYTHON")
 
 
-def prepare(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str]) -> Launch:
-    """Checks the launch as torchrun would, raising UsageError instead of starting workers."""
+def prepare(
+    config: TorchrunConfig,
+    entry: WorkerEntry,
+    args: Sequence[str],
+    environment: Mapping[str, str] | None = None,
+) -> Launch:
+    """Checks the launch as torchrun would, raising UsageError instead of starting workers.
+
+    `args` go to every worker's main, `environment` into every worker's environment.
+    """
     for name in _OWNED_PET_VARIABLES:
         os.environ.pop(name, None)
 
@@ -71,19 +91,23 @@ def prepare(config: TorchrunConfig, entry: WorkerEntry, args: Sequence[str]) -> 
     except (ValueError, RuntimeError, AssertionError) as error:
         raise UsageError(f"torchrun: {error}") from None
 
-    environment: dict[str, str | None] = {
+    worker_env: dict[str, str | None] = {
         **entry.environment(),
+        **(environment or {}),
         RUN_ID_ENV: config.rdzv_id,
         LAUNCHER_PID_ENV: str(os.getpid()),
     }
-    if config.standalone:
-        environment.update({k: v for k, v in loopback.WORKER_ENV.items() if k not in os.environ})
+    if config.socket_ifname:
+        # gloo and NCCL otherwise use the host name's address, loopback on many machines.
+        worker_env.update(
+            {name: config.socket_ifname for name in IFNAME_VARIABLES if name not in os.environ}
+        )
     return Launch(
         [*config.argv(), *entry.torchrun_entry(), *args],
         launch_config,
         entrypoint,
         [*entrypoint_args, *args],
-        environment,
+        worker_env,
     )
 
 
@@ -135,7 +159,35 @@ def run(launch: Launch, *, name: str) -> int:
         # The one place a worker's failure is shown: rank, exit code and traceback (error file).
         print(failed.format_msg(), file=sys.stderr)  # type: ignore[no-untyped-call]
         return exit_code_of_worker(failed.get_first_failure()[1].exitcode)
+    except RendezvousError as error:
+        print(f"{name}: error: {_rendezvous_failure(launch.config, error)}", file=sys.stderr)
+        if launch.config.max_nodes > 1:
+            # The node hosting the store has just closed the rendezvous in it. Nodes still waiting
+            # poll it every second: keep it up so they read "closed", not "connection refused".
+            time.sleep(_STORE_LINGER_SECONDS)
+        return 1
     except SignalException as stopped:
         print(f"{name}: stopped by {stopped.sigval.name}; workers stopped", file=sys.stderr)
         return exit_code_of_signal(stopped.sigval)
     return 0
+
+
+def _rendezvous_failure(config: LaunchConfig, error: RendezvousError) -> str:
+    """One line for a rendezvous that did not form: torch's own message may be empty."""
+    nodes = str(config.min_nodes)
+    if config.max_nodes != config.min_nodes:
+        nodes += f" to {config.max_nodes}"
+    where = f"rendezvous {config.run_id} at {config.rdzv_endpoint}"
+    timeout = config.rdzv_configs.get("join_timeout", _JOIN_TIMEOUT_DEFAULT)
+    fix = "start every node with the same cluster description, or raise join_timeout"
+    if isinstance(error, RendezvousTimeoutError):
+        return f"{where} timed out: {nodes} nodes did not all join within {timeout} s; {fix}"
+    if isinstance(error, RendezvousClosedError):  # another node gave up first, and closed it
+        return (
+            f"{where} was closed by another node before {nodes} nodes joined (it timed out after"
+            f" {timeout} s, or stopped); {fix}"
+        )
+    return (
+        f"{where} failed ({type(error).__name__}: {error or 'no detail'}); check that the chief"
+        " node runs and that this node reaches it"
+    )

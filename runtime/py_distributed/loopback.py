@@ -28,9 +28,6 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
 
 from py_distributed.config import LOOPBACK, STANDALONE_BACKEND
 
-# Gloo and NCCL bind the address the host name resolves to unless told an interface.
-WORKER_ENV = {"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
-
 
 def register() -> None:
     """Makes the standalone backend known to torch elastic in this process, where torchrun runs."""

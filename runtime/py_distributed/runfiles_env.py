@@ -60,6 +60,29 @@ def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRun
     )
 
 
+def binary_running(main_file: str) -> tuple[str, BinaryRunfiles] | None:
+    """The stub and runfiles of the Bazel binary whose main is `main_file`; None outside Bazel.
+
+    For a plain py_binary, whose stub's runfiles path no rule wrote down: the stub of
+    `<dir>/<name>.runfiles` is `<dir>/<name>`, or, in a tree copied on its own, `<name>` in the
+    main's own package inside the tree, where py_binary puts it.
+    """
+    tree = enclosing_runfiles_dir(main_file)
+    if tree is None:
+        return None
+    name = os.path.basename(tree).removesuffix(".runfiles")
+    package = os.path.dirname(os.path.relpath(os.path.abspath(main_file), tree))
+    for stub in (tree.removesuffix(".runfiles"), os.path.join(tree, package, name)):
+        if os.path.isfile(stub) and os.access(stub, os.X_OK):
+            return stub, BinaryRunfiles(
+                runfiles.CreateDirectoryBased(tree), f"the tree around {main_file}"
+            )
+    raise UsageError(
+        f"{main_file} runs from the runfiles tree {tree}, which has no stub {name} beside it or in"
+        " its package; start workers with PYTHONPATH (set_python_path_in_subprocess=True)"
+    )
+
+
 def _candidates(
     environ: Mapping[str, str], main_file: str
 ) -> Iterator[tuple[str, Callable[[], runfiles.Runfiles]]]:

@@ -1,4 +1,4 @@
-"""Worker mode: run the user's torchrun-style main as `__main__`, then exit with its status."""
+"""Worker mode: run the user's code (a torchrun-style main or a train_fn), exit with its status."""
 
 import atexit
 import contextlib
@@ -9,10 +9,10 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
-from py_distributed.errors import exit_code_of_signal
+from py_distributed.errors import UsageError, exit_code_of_signal
 
 # Set by the launcher for its workers, to the torchrun run id. torchrun gives every worker
 # TORCHELASTIC_RUN_ID, so a worker is a process whose two values agree. WORLD_SIZE/RANK alone prove
@@ -38,13 +38,28 @@ def is_foreign_worker(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(run_id) and environ.get("TORCHELASTIC_RUN_ID", run_id) != run_id
 
 
+def refuse_foreign_worker() -> None:
+    """Raises UsageError in a worker of a launch other than the one whose marker it carries."""
+    if is_foreign_worker():
+        raise UsageError(
+            f"{RUN_ID_ENV} and TORCHELASTIC_RUN_ID disagree: this is a worker of another"
+            " launch; start the binary outside it, or unset both"
+        )
+
+
 def run_main(path: str, args: Sequence[str]) -> NoReturn:
     """Runs the script at `path` as `torchrun path ARGS` would, and exits with its status."""
-    _die_with_launcher()
     sys.argv = [path, *args]
     # A plain `python script.py` puts the script's directory first on sys.path.
     sys.path.insert(0, os.path.dirname(path))
-    _exit(_run(path))
+    run(lambda: runpy.run_path(path, run_name="__main__"))
+
+
+def run(work: Callable[[], object]) -> NoReturn:
+    """Runs `work` in this worker and exits with its status: 0 when it returns, SystemExit's code,
+    or 1 with the traceback recorded for the launcher when it raises."""
+    _die_with_launcher()
+    _exit(_status_of(work))
 
 
 def _die_with_launcher() -> None:
@@ -75,9 +90,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _run(path: str) -> int:
+def _status_of(work: Callable[[], object]) -> int:
     try:
-        runpy.run_path(path, run_name="__main__")
+        work()
     except SystemExit as e:
         return _exit_status(e.code)
     except BaseException as e:  # noqa: BLE001 - a worker reports every failure, KeyboardInterrupt too

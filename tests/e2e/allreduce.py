@@ -34,6 +34,9 @@ def main() -> None:
             "file": __file__,
             "pid": os.getpid(),
             "pythonpath": os.environ.get("PYTHONPATH", ""),
+            "master_addr": os.environ["MASTER_ADDR"],
+            "group_rank": int(os.environ["GROUP_RANK"]),
+            "gloo_socket_ifname": os.environ.get("GLOO_SOCKET_IFNAME", ""),
         }
         path = os.path.join(probe_dir, f"rank{rank}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as f:

@@ -34,7 +34,7 @@ BAD = {
     "nproc_per_node = 0": "nproc_per_node = 0; use an int in 1..1024 or one of auto, cpu, gpu, xpu",
     'nproc_per_node = "abc"': 'nproc_per_node = "abc"; use an int in 1..1024',
     "nproc_per_node = 5000": "nproc_per_node = 5000; use an int in 1..1024",
-    'nnodes = "3:1"': 'nnodes = "3:1"; use a positive int or "MIN:MAX"',
+    'nnodes = "3:1"': 'nnodes = "3:1"; use None, a positive int or "MIN:MAX"',
     "max_restarts = -1": "max_restarts = -1; use an int >= 0",
     'rdzv_backend = "zk"': 'rdzv_backend = "zk"; use one of c10d, etcd, etcd-v2, static',
     'rdzv_endpoint = "h:70000"': 'rdzv_endpoint = "h:70000"; use "" or "HOST[:PORT]"',
@@ -42,8 +42,6 @@ BAD = {
     'rdzv_conf = {"timeout": "1,2"}': 'rdzv_conf = {"timeout": "1,2"}; use a dict like',
     'worker_entry = "fork"': 'worker_entry = "fork"; use one of pythonpath, stub',
     'main = "missing.py"': 'main = "missing.py" is not in srcs; add it to srcs',
-    "nnodes = 2": 'nnodes = 2 needs rdzv_endpoint = "HOST:PORT" of the chief',
-    'rdzv_backend = "static"': 'rdzv_backend = "static" needs rdzv_endpoint = "HOST:PORT"',
     'rdzv_conf = {"join-timeout": "1"}': 'rdzv_conf = {"join-timeout": "1"}; use a dict like',
     'rdzv_endpoint = "[zz]:1"': 'rdzv_endpoint = "[zz]:1"; use "" or "HOST[:PORT]"',
 }

@@ -159,11 +159,11 @@ BAD_INPUTS = [
     ("PET_NNODES", "x", "nnodes='x'"),
     ("PET_NNODES", "1:2:3", "nnodes='1:2:3'"),
     ("PET_NNODES", ":", "nnodes=':'"),
-    ("PET_NNODES", "2", "rdzv_endpoint='' (from BUILD): nnodes=2 needs the chief's HOST:PORT"),
+    ("PET_NNODES", "2", "rdzv_endpoint='' (from default): nnodes=2 needs the chief's HOST:PORT"),
     (
         "PET_RDZV_BACKEND",
         "static",
-        "rdzv_endpoint='' (from BUILD): rdzv_backend=static needs HOST:PORT",
+        "rdzv_endpoint='' (from default): rdzv_backend=static needs HOST:PORT",
     ),
     ("PET_MAX_RESTARTS", "²", "max_restarts='²'"),
     ("PET_MAX_RESTARTS", "-1", "max_restarts='-1' (from PET_MAX_RESTARTS): use an int >= 0"),

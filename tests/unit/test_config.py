@@ -2,10 +2,18 @@
 
 import pytest
 
-from py_distributed.config import resolve
+from py_distributed import config
+from py_distributed.cluster import Cluster, single_machine
 from py_distributed.errors import UsageError, exit_code_of_worker
 
 BUILD = {"nproc_per_node": "2", "nnodes": "1", "max_restarts": "0", "rdzv_backend": "c10d"}
+
+ONE_MACHINE = single_machine()
+
+
+def resolve(explicit, torchrun_args, environ, cluster: Cluster = ONE_MACHINE):
+    """config.resolve with BUILD as the explicit values' source, on one machine by default."""
+    return config.resolve(explicit, "BUILD", torchrun_args, environ, cluster)
 
 
 def test_single_node_without_endpoint_is_standalone_on_a_free_loopback_port():

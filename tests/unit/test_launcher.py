@@ -6,13 +6,21 @@ import pytest
 from procfs import listening_addresses
 from torch.distributed.elastic.rendezvous import RendezvousParameters
 
-from py_distributed import launcher, loopback
-from py_distributed.config import LOOPBACK, resolve
+from py_distributed import config, launcher, loopback
+from py_distributed.cluster import Cluster, single_machine
+from py_distributed.config import LOOPBACK
 from py_distributed.entry import StubEntry
 from py_distributed.errors import UsageError
 
 BUILD = {"nproc_per_node": "2"}
 ENTRY = StubEntry("/bin/true", {})
+
+ONE_MACHINE = single_machine()
+
+
+def resolve(explicit, torchrun_args, environ, cluster: Cluster = ONE_MACHINE):
+    """config.resolve with BUILD as the explicit values' source, on one machine by default."""
+    return config.resolve(explicit, "BUILD", torchrun_args, environ, cluster)
 
 
 def prepare(environ, torchrun_args=()):

@@ -97,7 +97,7 @@ def test_stub_without_a_tree_is_refused_for_stub_entry(tree):
     env = {"RUNFILES_MANIFEST_FILE": str(tree / "bin.runfiles_manifest")}
     found = locate(STUB, env, "/nowhere/main.py")
     os.rename(tree / "bin.runfiles", tree / "gone")
-    with pytest.raises(UsageError, match='set worker_entry = "pythonpath"'):
+    with pytest.raises(UsageError, match='worker_entry = "pythonpath"'):
         entry.for_binary("stub", STUB, "/nowhere/main.py", found)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "bazel-bin"
 
 
@@ -59,12 +59,21 @@ class Exec:
     argv: str  # strace's rendering of the argument vector
 
 
-_EXECVE = re.compile(r'^(\d+)\s+execve\("((?:[^"\\]|\\.)*)", (\[.*?\]),.* = 0$')
+_EXECVE = re.compile(r'^execve\("((?:[^"\\]|\\.)*)", (\[.*?\]),.* = 0$')
 
 
-def parse_strace(log: str) -> list[Exec]:
-    """The successful execve calls in the log of `strace -f -e trace=execve`."""
-    return [Exec(int(m[1]), m[2], m[3]) for m in map(_EXECVE.match, log.splitlines()) if m]
+def parse_strace(prefix: Path) -> list[Exec]:
+    """The successful execve calls in the logs of `strace -ff -o PREFIX -e trace=execve`.
+
+    One log per process (PREFIX.PID): in a shared log, concurrent execs split into
+    `<unfinished ...>` and `<... resumed>` lines that no line pattern can read.
+    """
+    return [
+        Exec(int(log.suffix[1:]), m[1], m[2])
+        for log in prefix.parent.glob(f"{prefix.name}.*")
+        for m in map(_EXECVE.match, log.read_text(errors="replace").splitlines())
+        if m
+    ]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:

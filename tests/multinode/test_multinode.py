@@ -1,0 +1,174 @@
+"""Multi-node jobs on simulated hosts (netns.py): one launcher per host, the cluster described by
+TF_CONFIG, SLURM or Kubernetes variables, torch's c10d rendezvous across hosts, gloo between."""
+
+import json
+import os
+import re
+import time
+
+import netns
+import pytest
+from bazel_harness import reports, wait_for
+from procfs import processes_with_env
+
+ALLREDUCE = "tests/e2e/allreduce"  # a py_distributed_binary, nproc_per_node = 2
+SEED_API = "tests/e2e/seed_api"  # a plain py_binary calling maybe_run_training, nproc 2
+# Scheduler variables a developer's shell might hold; each test sets its own.
+_FOREIGN = ("PET_", "SLURM_", "TF_CONFIG", "MASTER_", "WORLD_SIZE", "RANK", "PROBE_", "GLOO_")
+
+
+@pytest.fixture
+def cluster(request, built):
+    """`request.param` simulated hosts; afterwards none of their processes is left."""
+    with netns.hosts(request.param) as hosts:
+        yield hosts
+        assert wait_for(lambda: not any(h.pids() for h in hosts), timeout=15), "processes left"
+
+
+def launch_all(built, binary, hosts, probe_dir, env_of):
+    """Starts `binary` on each host with the environment `env_of(index)`; returns (code, output)
+    per host, in host order."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
+    base["PROBE_DIR"] = str(probe_dir)
+    procs = [h.popen([str(built / binary)], {**base, **env_of(i)}) for i, h in enumerate(hosts)]
+    results = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        results.append((proc.returncode, out))
+    return results
+
+
+def tf_config(hosts, index, port=29511):
+    cluster = {
+        "chief": [f"{hosts[0].address}:{port}"],
+        "worker": [f"{h.address}:{port}" for h in hosts[1:]],
+    }
+    task = {"type": "chief", "index": 0} if index == 0 else {"type": "worker", "index": index - 1}
+    return json.dumps({"cluster": cluster, "task": task})
+
+
+def torchrun_line(output):
+    return next(line for line in output.splitlines() if ": torchrun --" in line)
+
+
+def assert_one_job(found, hosts, nproc):
+    """Every rank joined one job of len(hosts) * nproc ranks, with gloo between hosts."""
+    world = len(hosts) * nproc
+    assert [r["rank"] for r in found] == list(range(world))
+    assert {(r["world_size"], r["sum"]) for r in found} == {(world, world)}
+    assert sorted(r["group_rank"] for r in found) == sorted(list(range(len(hosts))) * nproc)
+    # The workers' store is on the rank-0 node at the address other hosts reach it by, not at
+    # the host name's loopback address; gloo uses the interface that holds it.
+    assert len({r["master_addr"] for r in found}) == 1
+    assert found[0]["master_addr"] in {h.address for h in hosts}
+    assert {r["gloo_socket_ifname"] for r in found} == {"eth0"}
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_tf_config_binary_trains_across_hosts_with_the_chief_on_localhost(
+    built, cluster, probe_dir
+):
+    results = launch_all(
+        built, ALLREDUCE, cluster, probe_dir, lambda i: {"TF_CONFIG": tf_config(cluster, i)}
+    )
+    assert [code for code, _ in results] == [0, 0], results
+    assert_one_job(reports(probe_dir), cluster, nproc=2)
+    chief, worker = (torchrun_line(out) for _, out in results)
+    # pytorch#79388: the chief must see itself as the store's host.
+    assert "--rdzv-endpoint=localhost:29511" in chief
+    assert f"--rdzv-endpoint={cluster[0].address}:29511" in worker
+    assert f"--local-addr={cluster[0].address}" in chief
+    assert f"--local-addr={cluster[1].address}" in worker
+    run_ids = {re.search(r"--rdzv-id=(\S+)", line)[1] for line in (chief, worker)}
+    assert len(run_ids) == 1 and run_ids.pop().startswith("tf-")
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_tf_config_maybe_run_training_hands_typed_kwargs_to_every_rank(built, cluster, probe_dir):
+    results = launch_all(
+        built, SEED_API, cluster, probe_dir, lambda i: {"TF_CONFIG": tf_config(cluster, i)}
+    )
+    assert [code for code, _ in results] == [0, 0], results
+    found = reports(probe_dir)
+    assert_one_job(found, cluster, nproc=2)
+    for report in found:
+        # Evaluated once per node, by its launcher: not re-parsed from strings by the workers.
+        assert report["kwargs"]["evaluated_by"] == ["int", str(report["launcher_pid"])]
+        assert report["kwargs"]["schedule"] == ["dict", "{'warmup': 1, 'decay': (0.1, None)}"]
+        assert report["kwargs"]["name"] == ["str", repr("a b=c\n--d ü")]
+
+
+@pytest.mark.parametrize("cluster", [3], indirect=True)
+def test_slurm_environment_on_three_hosts(built, cluster, probe_dir):
+    suffix = cluster[0].name.partition(".")[2]
+    slurm = {
+        "SLURM_JOB_NODELIST": f"node[1-3].{suffix}",
+        "SLURM_NNODES": "3",
+        "SLURM_JOB_ID": "4242",
+        "PET_NPROC_PER_NODE": "1",  # 2 cores here
+    }
+    results = launch_all(
+        built, ALLREDUCE, cluster, probe_dir, lambda i: {**slurm, "SLURM_NODEID": str(i)}
+    )
+    assert [code for code, _ in results] == [0, 0, 0], results
+    assert_one_job(reports(probe_dir), cluster, nproc=1)
+    lines = [torchrun_line(out) for _, out in results]
+    port = 15000 + 4242  # one per job, from its id
+    assert f"--rdzv-endpoint=localhost:{port}" in lines[0]
+    assert all(f"--rdzv-endpoint={cluster[0].name}:{port}" in line for line in lines[1:])
+    assert all("--rdzv-id=slurm-4242" in line for line in lines)
+    assert all(f"--local-addr={h.address}" in line for h, line in zip(cluster, lines, strict=True))
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_pytorchjob_environment_with_node_level_world_size_and_rank(built, cluster, probe_dir):
+    def pod(index):
+        # What Kubeflow's PyTorchJob sets on every pod (pkg/controller.v1/pytorch/envvar.go).
+        return {
+            "MASTER_ADDR": cluster[0].name,
+            "MASTER_PORT": "23456",
+            "WORLD_SIZE": "2",
+            "RANK": str(index),
+            "PET_NNODES": "2",
+            "PET_NODE_RANK": str(index),
+            "PET_NPROC_PER_NODE": "2",
+        }
+
+    results = launch_all(built, SEED_API, cluster, probe_dir, pod)
+    assert [code for code, _ in results] == [0, 0], results
+    assert_one_job(reports(probe_dir), cluster, nproc=2)
+    # WORLD_SIZE and RANK did not make either launcher a worker.
+    assert all(out.count("seed_api: launcher") == 1 for _, out in results)
+    chief, worker = (torchrun_line(out) for _, out in results)
+    assert "--rdzv-endpoint=localhost:23456" in chief
+    assert f"--rdzv-endpoint={cluster[0].name}:23456" in worker
+    # The worker pod knows only the chief's name: its address is the route's to the chief.
+    assert f"--local-addr={cluster[1].address}" in worker
+
+
+@pytest.mark.parametrize("cluster", [3], indirect=True)
+def test_a_node_that_never_comes_fails_the_others_within_the_join_timeout(
+    built, cluster, probe_dir
+):
+    started = time.monotonic()
+    env = {"PET_RDZV_CONF": "join_timeout=10", "PET_NPROC_PER_NODE": "1"}
+    results = launch_all(
+        built,
+        ALLREDUCE,
+        cluster[:2],  # the third host is described but never starts its launcher
+        probe_dir,
+        lambda i: {**env, "TF_CONFIG": tf_config(cluster, i)},
+    )
+    elapsed = time.monotonic() - started
+    assert all(code == 1 for code, _ in results), results
+    for _, out in results:
+        # The first to give up closes the rendezvous; the other one finds it closed.
+        failed = r"error: rendezvous tf-\S+ at \S+:29511 (timed out|was closed by another node)"
+        assert re.search(failed + r".* 3 nodes .*10 s.*; start every node", out), out
+    assert elapsed < 10 + 30, elapsed  # the join timeout, plus start-up and shutdown
+    assert reports(probe_dir) == []
+    assert not processes_with_env("PROBE_DIR", str(probe_dir))

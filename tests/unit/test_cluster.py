@@ -1,0 +1,187 @@
+"""Cluster discovery from TF_CONFIG, SLURM and Kubernetes variables, and what torchrun is told."""
+
+import json
+
+import pytest
+
+from py_distributed import config
+from py_distributed.cluster import expand_hostlist, machine_from_env
+from py_distributed.errors import UsageError
+
+CLUSTER = {"chief": ["c.example:2222"], "worker": ["w0.example:2222", "w1.example:2222"]}
+
+
+def tf_config(kind="worker", index=1, cluster=CLUSTER):
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})}
+
+
+def test_tf_config_chief_and_workers_make_the_nodes_in_order():
+    found = machine_from_env(tf_config("worker", 1))
+    assert (found.source, found.num_nodes, found.num_workers) == ("TF_CONFIG", 3, 2)
+    assert (found.node_rank, found.is_chief) == (2, False)
+    assert (found.chief.address, found.this_machine.address, found.port) == (
+        "c.example",
+        "w1.example",
+        2222,
+    )
+    chief = machine_from_env(tf_config("chief", 0))
+    assert chief.is_chief and chief.this_machine.address == "c.example"
+
+
+def test_tf_config_run_id_is_the_same_on_every_node_and_differs_between_clusters():
+    ids = {machine_from_env(tf_config(k, i)).job_id for k, i in [("chief", 0), ("worker", 1)]}
+    assert len(ids) == 1
+    other = dict(CLUSTER, worker=["w9.example:2222"])
+    assert machine_from_env(tf_config("worker", 0, other)).job_id not in ids
+
+
+def test_tf_config_master_is_the_chief_as_in_tf1():
+    found = machine_from_env(tf_config("master", 0, {"master": ["m:1"], "worker": ["w:1"]}))
+    assert found.is_chief and found.num_nodes == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{", "TF_CONFIG: not JSON"),
+        ("[]", "TF_CONFIG: not a JSON object"),
+        ('{"cluster": {}}', 'TF_CONFIG: needs "cluster" and "task"'),
+        (tf_config("worker", 0, {"worker": ["w:1"]})["TF_CONFIG"], 'cluster needs "chief"'),
+        (tf_config("worker", 2)["TF_CONFIG"], "task index 2 is out of range for 2 worker(s)"),
+        (tf_config("worker", "1")["TF_CONFIG"], "task index '1' is out of range"),
+        (tf_config("ps", 0)["TF_CONFIG"], "task type 'ps' is not a torch node"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["a b:1"]))["TF_CONFIG"], "cannot read host"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["c:99999"]))["TF_CONFIG"], "port in 1..65535"),
+    ],
+)
+def test_malformed_tf_config_is_one_line_naming_it(value, message):
+    with pytest.raises(UsageError, match=r"^TF_CONFIG") as error:
+        machine_from_env({"TF_CONFIG": value})
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "hosts"),
+    [
+        ("node1", ["node1"]),
+        ("gpu[01-03,7]", ["gpu01", "gpu02", "gpu03", "gpu7"]),
+        ("a[1-2]-b,c", ["a1-b", "a2-b", "c"]),
+        ("r[1-2]n[8-9]", ["r1n8", "r1n9", "r2n8", "r2n9"]),
+        ("n[098-101]", ["n098", "n099", "n100", "n101"]),
+    ],
+)
+def test_slurm_host_lists_expand_as_scontrol_show_hostnames(text, hosts):
+    assert expand_hostlist(text) == hosts
+
+
+@pytest.mark.parametrize("text", ["n[1-", "n[3-1]", "n[a]", "n]", "", "a,,b"])
+def test_unreadable_slurm_host_list_is_an_error_naming_the_variable(text):
+    with pytest.raises(UsageError, match=r"^SLURM_JOB_NODELIST="):
+        expand_hostlist(text)
+
+
+def test_slurm_nodes_rank_port_and_job_id():
+    env = {
+        "SLURM_JOB_NODELIST": "gpu[1-3]",
+        "SLURM_NODEID": "1",
+        "SLURM_NNODES": "3",
+        "SLURM_JOB_ID": "123456",
+        "SLURM_GPUS_ON_NODE": "8",
+    }
+    found = machine_from_env(env)
+    assert (found.source, found.num_nodes, found.node_rank) == ("SLURM", 3, 1)
+    assert (found.chief.address, found.this_machine.address) == ("gpu1", "gpu2")
+    assert found.port == 15000 + 3456 and found.job_id == "slurm-123456"
+    assert found.this_machine.num_accelerators == 8
+    assert machine_from_env({**env, "MASTER_PORT": "4000"}).port == 4000
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SLURM_JOB_NODELIST": "n[1-2]"}, "SLURM_NODEID is unset but SLURM_JOB_NODELIST names 2"),
+        ({"SLURM_JOB_NODELIST": "n[1-2]", "SLURM_NODEID": "2"}, "SLURM_NODEID='2': use an int"),
+        ({"SLURM_JOB_NODELIST": "n1", "SLURM_NNODES": "2"}, "names 1 nodes, SLURM_NNODES says 2"),
+    ],
+)
+def test_inconsistent_slurm_variables_are_errors(env, message):
+    with pytest.raises(UsageError, match=message):
+        machine_from_env(env)
+
+
+def test_pytorchjob_pod_variables():
+    env = {"MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456", "WORLD_SIZE": "4", "RANK": "2"}
+    env.update({"PET_NNODES": "2", "PET_NODE_RANK": "1"})
+    found = machine_from_env(env)
+    assert (found.source, found.num_nodes, found.node_rank, found.port) == (
+        "Kubernetes",
+        2,
+        1,
+        23456,
+    )
+    # A worker pod is told only the chief's address.
+    assert (found.chief.address, found.this_machine.address) == ("job-master-0", "")
+
+
+def test_trainer_jobset_variables_and_elastic_node_range():
+    env = {"PET_MASTER_ADDR": "t-node-0-0.t", "PET_MASTER_PORT": "29400", "PET_NNODES": "2:4"}
+    found = machine_from_env({**env, "JOB_COMPLETION_INDEX": "0"})
+    assert (found.num_nodes, found.is_chief, found.this_machine.address) == (
+        4,
+        True,
+        "t-node-0-0.t",
+    )
+
+
+def test_master_addr_alone_is_torchs_own_variable_not_a_cluster():
+    assert machine_from_env({"MASTER_ADDR": "localhost"}).source == "single machine"
+
+
+def test_first_description_wins_and_explicit_arguments_win_over_all():
+    env = {**tf_config("chief", 0), "SLURM_JOB_NODELIST": "x[1-5]", "SLURM_NODEID": "0"}
+    assert machine_from_env(env).source == "TF_CONFIG"
+    found = machine_from_env(env, chief="10.0.0.1:7", workers=["10.0.0.2:7"], node_rank=1)
+    assert (found.source, found.num_nodes, found.port) == ("arguments", 2, 7)
+
+
+def test_resolve_takes_nodes_endpoint_and_run_id_from_the_cluster():
+    worker = machine_from_env(tf_config("worker", 0))
+    resolved = config.resolve({"nproc_per_node": "2"}, "BUILD", [], {}, worker)
+    assert (resolved.min_nodes, resolved.max_nodes) == (3, 3)
+    assert resolved.rdzv_endpoint == "c.example:2222" and resolved.rdzv_id.startswith("tf-")
+    chief = machine_from_env(tf_config("chief", 0))
+    # pytorch#79388: the chief reaches its own store through localhost.
+    assert config.resolve({}, "BUILD", [], {}, chief).rdzv_endpoint == "localhost:2222"
+
+
+def test_run_time_and_explicit_values_win_over_the_cluster():
+    worker = machine_from_env(tf_config("worker", 0))
+    env = {"PET_RDZV_ENDPOINT": "elsewhere:1", "PET_RDZV_ID": "mine"}
+    resolved = config.resolve({"nnodes": "2:3"}, "BUILD", [], env, worker)
+    assert (resolved.rdzv_endpoint, resolved.rdzv_id, resolved.max_nodes) == (
+        "elsewhere:1",
+        "mine",
+        3,
+    )
+
+
+def test_explicit_nnodes_that_disagree_with_the_cluster_are_an_error():
+    worker = machine_from_env(tf_config("worker", 0))
+    with pytest.raises(UsageError, match=r"nnodes='2' \(from BUILD\): TF_CONFIG describes 3 nodes"):
+        config.resolve({"nnodes": "2"}, "BUILD", [], {}, worker)
+
+
+def test_several_nodes_without_endpoint_or_description_name_both_fixes():
+    one = machine_from_env({})
+    with pytest.raises(UsageError, match="needs the chief's HOST:PORT, or a cluster description"):
+        config.resolve({"nnodes": "2"}, "BUILD", [], {}, one)
+
+
+def test_explicit_nnodes_that_agree_with_the_cluster_are_kept():
+    worker = machine_from_env(tf_config("worker", 0))
+    resolved = config.resolve({"nnodes": "2:4"}, "BUILD", [], {}, worker)
+    assert (resolved.min_nodes, resolved.max_nodes, resolved.rdzv_endpoint) == (
+        2,
+        4,
+        "c.example:2222",
+    )
