@@ -6,7 +6,9 @@ SLURM, Kubernetes (Kubeflow PyTorchJob, Trainer/JobSet), else a single machine. 
 address and interface this node uses is `node_address`'s business, what torchrun is told `config`'s.
 """
 
+import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -22,6 +24,14 @@ DEFAULT_PORT = 29400
 # two jobs sharing a node do not collide.
 _SLURM_PORT_BASE = 15000
 _SLURM_PORT_SPAN = 10000
+# Inside `srun` the step's variables describe the nodes running this step, which may be fewer than
+# the allocation's; a batch script has only the allocation's. Each list with its node count.
+_SLURM_NODE_LISTS = (
+    ("SLURM_STEP_NODELIST", "SLURM_STEP_NUM_NODES"),
+    ("SLURM_NODELIST", "SLURM_NNODES"),
+    ("SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES"),
+)
+SINGLE_MACHINE = "single machine"
 
 
 @dataclass(frozen=True)
@@ -52,11 +62,16 @@ class Cluster:
     def is_chief(self) -> bool:
         return self.node_rank == 0
 
+    @property
+    def described(self) -> bool:
+        """Whether a scheduler's description (or explicit arguments) named the nodes."""
+        return self.source != SINGLE_MACHINE
+
 
 def single_machine(num_accelerators: int | None = None) -> Cluster:
     """The description of a job on this machine alone."""
     here = Machine("", num_accelerators)
-    return Cluster("single machine", here, 0, 0, here)
+    return Cluster(SINGLE_MACHINE, here, 0, 0, here)
 
 
 def machine_from_env(
@@ -87,30 +102,22 @@ def machine_from_env(
         found = next(_descriptions(env), None) or single_machine()
     if num_accelerators is None:
         return found
-    return _with_accelerators(found, num_accelerators)
+    return dataclasses.replace(
+        found,
+        chief=Machine(found.chief.address, num_accelerators),
+        this_machine=Machine(found.this_machine.address, num_accelerators),
+    )
 
 
 def _descriptions(env: Mapping[str, str]) -> Iterator[Cluster]:
     if env.get("TF_CONFIG"):
         yield _from_tf_config(env["TF_CONFIG"])
-    if env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"):
+    if any(env.get(variable) for variable, _ in _SLURM_NODE_LISTS):
         yield _from_slurm(env)
     if env.get("MASTER_ADDR") or env.get("PET_MASTER_ADDR"):
         found = _from_kubernetes(env)
         if found:
             yield found
-
-
-def _with_accelerators(cluster: Cluster, count: int) -> Cluster:
-    return Cluster(
-        cluster.source,
-        Machine(cluster.chief.address, count),
-        cluster.num_workers,
-        cluster.node_rank,
-        Machine(cluster.this_machine.address, count),
-        cluster.port,
-        cluster.job_id,
-    )
 
 
 def _cluster(
@@ -183,13 +190,20 @@ def _from_tf_config(text: str) -> Cluster:
 
 
 def _from_slurm(env: Mapping[str, str]) -> Cluster:
-    """SLURM: one launcher per node (`srun --ntasks-per-node=1`), nodes in SLURM_JOB_NODELIST."""
-    variable = "SLURM_JOB_NODELIST" if env.get("SLURM_JOB_NODELIST") else "SLURM_NODELIST"
+    """SLURM: one launcher per node (`srun --ntasks-per-node=1`), the step's nodes in order."""
+    variable, count_variable = next((v, c) for v, c in _SLURM_NODE_LISTS if env.get(v))
     nodes = expand_hostlist(env[variable], variable)
-    expected = env.get("SLURM_NNODES") or env.get("SLURM_JOB_NUM_NODES")
+    expected = env.get(count_variable)
     if expected and expected != str(len(nodes)):
         raise UsageError(
-            f"{variable}={env[variable]!r} names {len(nodes)} nodes, SLURM_NNODES says {expected}"
+            f"{variable}={env[variable]!r} names {len(nodes)} nodes, {count_variable} says"
+            f" {expected}; start the launcher with srun, which sets both"
+        )
+    local_id = env.get("SLURM_LOCALID", "0")
+    if local_id != "0":
+        raise UsageError(
+            f"SLURM_LOCALID={local_id!r}: several launchers on one node; start one per node with"
+            " `srun --ntasks-per-node=1`, and set nproc_per_node for the workers"
         )
     node_id = env.get("SLURM_NODEID", "")
     if not node_id and len(nodes) > 1:
@@ -199,7 +213,7 @@ def _from_slurm(env: Mapping[str, str]) -> Cluster:
         )
     node_rank = _index(node_id or "0", len(nodes), "SLURM_NODEID")
     job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or ""
-    port = _slurm_port(job_id) if job_id.isdecimal() else None
+    port = _slurm_port(job_id) if _is_number(job_id) else None
     if env.get("MASTER_PORT"):
         port = _port(env["MASTER_PORT"], "MASTER_PORT")
     gpus = env.get("SLURM_GPUS_ON_NODE", "")
@@ -209,7 +223,7 @@ def _from_slurm(env: Mapping[str, str]) -> Cluster:
         node_rank,
         job_id=f"slurm-{job_id}" if job_id else _digest("slurm", nodes),
         port=port,
-        num_accelerators=int(gpus) if gpus.isdecimal() else None,
+        num_accelerators=int(gpus) if _is_number(gpus) else None,
     )
 
 
@@ -218,37 +232,42 @@ def _slurm_port(job_id: str) -> int:
 
 
 def _from_kubernetes(env: Mapping[str, str]) -> Cluster | None:
-    """Kubeflow: PyTorchJob sets MASTER_ADDR/PORT, PET_NNODES, PET_NODE_RANK and node-level
-    WORLD_SIZE/RANK on every pod; Trainer's JobSet sets PET_MASTER_ADDR/PORT, PET_NNODES and
+    """Kubeflow: PyTorchJob sets MASTER_ADDR/PORT, PET_NNODES, PET_NODE_RANK and RANK (the node's)
+    on every pod, MASTER_ADDR=localhost on the master's; older operators set WORLD_SIZE to the
+    number of pods and no PET_NNODES. Trainer's JobSet sets PET_MASTER_ADDR/PORT, PET_NNODES and
     PET_NODE_RANK (kubeflow/trainer pkg/constants). None when no node count is given: then
     MASTER_ADDR is only torch's own variable, not a cluster description."""
     addr_var = "PET_MASTER_ADDR" if env.get("PET_MASTER_ADDR") else "MASTER_ADDR"
     count_var = next((v for v in ("PET_NNODES", "WORLD_SIZE") if env.get(v)), None)
     if count_var is None:
         return None
+    count = _node_count(env[count_var], count_var)
     rank_vars = ("PET_NODE_RANK", "RANK", "JOB_COMPLETION_INDEX")
-    rank_var = next((v for v in rank_vars if env.get(v)), "")
-    # An elastic PyTorchJob sets PET_NNODES="MIN:MAX": the description is of the largest job.
-    count_text = env[count_var].rpartition(":")[2]
-    if not (count_text.isascii() and count_text.isdecimal() and int(count_text) > 0):
-        raise UsageError(f"{count_var}={env[count_var]!r}: use a number of nodes >= 1, or MIN:MAX")
-    count = int(count_text)
+    rank_var = next((v for v in rank_vars if env.get(v)), None)
+    if rank_var is None and count > 1:
+        raise UsageError(
+            f"{count_var}={env[count_var]!r} but no PET_NODE_RANK, RANK or JOB_COMPLETION_INDEX"
+            " says which node this is; set PET_NODE_RANK"
+        )
     node_rank = _index(env[rank_var], count, rank_var) if rank_var else 0
     port_var = "PET_MASTER_PORT" if env.get("PET_MASTER_PORT") else "MASTER_PORT"
     port = _port(env[port_var], port_var) if env.get(port_var) else None
-    chief_host, _ = _split_host_port(env[addr_var], addr_var)
-    chief = Machine(chief_host)
-    # Pods know only the chief's address; their own is found from the route to it.
+    chief = Machine(_split_host_port(env[addr_var], addr_var)[0])
+    # Pods know only the chief's address (the chief's own: localhost); node_address finds theirs.
     here = chief if node_rank == 0 else Machine("")
-    return Cluster(
-        "Kubernetes",
-        chief,
-        count - 1,
-        node_rank,
-        here,
-        port,
-        _digest("k8s", [env[addr_var], str(port), str(count)]),
-    )
+    # The chief's address differs between pods: only what they all share names the run.
+    job_id = _digest("k8s", [str(port), str(count)])
+    return Cluster("Kubernetes", chief, count - 1, node_rank, here, port, job_id)
+
+
+def _node_count(value: str, variable: str) -> int:
+    """N; for PET_NNODES also MIN:MAX (an elastic PyTorchJob), of which the largest job counts."""
+    bounds = value.split(":") if variable == "PET_NNODES" else [value]
+    numbers = [int(b) for b in bounds if _is_number(b) and int(b) > 0]
+    if len(numbers) == len(bounds) <= 2 and numbers[0] <= numbers[-1]:
+        return numbers[-1]
+    form = "N or MIN:MAX" if variable == "PET_NNODES" else "N"
+    raise UsageError(f"{variable}={value!r}: use a number of nodes as {form}, with 0 < MIN <= MAX")
 
 
 _RANGE = re.compile(r"\[([^\[\]]*)\]")
@@ -286,35 +305,53 @@ def _split_top_level(text: str) -> Iterator[str]:
 def _numbers(ranges: str, text: str, variable: str) -> Iterator[str]:
     for item in ranges.split(","):
         low, _, high = item.partition("-")
-        if not (low.isdecimal() and (high or low).isdecimal() and int(low) <= int(high or low)):
+        if not (_is_number(low) and _is_number(high or low) and int(low) <= int(high or low)):
             raise UsageError(f"{variable}={text!r}: cannot read range {item!r}; use N or N-M")
         for number in range(int(low), int(high or low) + 1):
             yield str(number).zfill(len(low))  # "01-10" keeps its zero padding
 
 
+# A host name or IPv4 address as torchrun's endpoints take it (config checks the same grammar).
+_HOST = re.compile(r"[A-Za-z0-9._-]+")
+
+
 def _split_host_port(address: str, variable: str) -> tuple[str, int | None]:
-    """ "host", "host:port", "[v6]:port" -> (host, port or None)."""
-    host, port = address, None
+    """ "host", "host:port", "v6", "[v6]", "[v6]:port" -> (host, port or None)."""
+    host, port, rest = address, None, ""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")
-        if rest:
-            port = _port(rest.removeprefix(":"), variable)
     elif address.count(":") == 1:
-        host, raw = address.split(":")
-        port = _port(raw, variable)
-    if not host or any(c.isspace() or c in "/[]" for c in host):
+        host, _, rest = address.partition(":")
+        rest = ":" + rest
+    if rest:
+        if not rest.startswith(":"):
+            raise UsageError(f"{variable}: cannot read {address!r}; use HOST:PORT or [IPv6]:PORT")
+        port = _port(rest[1:], variable)
+    if not (_HOST.fullmatch(host) or _is_ipv6(host)):
         raise UsageError(f"{variable}: cannot read host of {address!r}; use HOST or HOST:PORT")
     return host, port
 
 
+def _is_ipv6(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdecimal() takes other scripts' digits, which no scheduler writes."""
+    return text.isascii() and text.isdecimal()
+
+
 def _port(value: str, variable: str) -> int:
-    if not (value.isdecimal() and 0 < int(value) <= 65535):
+    if not (_is_number(value) and 0 < int(value) <= 65535):
         raise UsageError(f"{variable}={value!r}: use a port in 1..65535")
     return int(value)
 
 
 def _index(value: str, count: int, variable: str) -> int:
-    if not (value.isascii() and value.isdecimal() and int(value) < count):
+    if not (_is_number(value) and int(value) < count):
         raise UsageError(f"{variable}={value!r}: use an int in 0..{count - 1}")
     return int(value)
 

@@ -60,6 +60,8 @@ _RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
 _NUMBER = re.compile(r"[0-9]+")  # str.isdigit() would take "²", which int() refuses
 _NPROC_MAX = 1024
 _RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")
+# The backends whose endpoint is the chief node (etcd's is the etcd server, no node of the job).
+_HOSTED = ("c10d", "static")
 # The same grammars as rules/private/py_distributed_binary.bzl checks at loading time.
 _ENDPOINT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
 _RDZV_CONF_ITEM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^,]+")
@@ -168,7 +170,7 @@ def resolve(
             values[knob], sources[knob] = environ[env_name], env_name
         elif knob in explicit:
             values[knob], sources[knob] = explicit[knob], explicit_source
-        elif knob in derived:
+        elif knob in derived and (knob != "rdzv_endpoint" or values["rdzv_backend"] in _HOSTED):
             values[knob], sources[knob] = derived[knob], cluster.source
         else:
             values[knob], sources[knob] = _DEFAULTS[knob], "default"
@@ -182,7 +184,11 @@ def resolve(
         raise given.bad("nproc_per_node", f"use an int in 1..{_NPROC_MAX} or one of {words}")
     min_nodes, max_nodes = _nnodes(given)
     if cluster.num_nodes > 1 and not min_nodes <= cluster.num_nodes <= max_nodes:
-        raise given.bad("nnodes", f"{cluster.source} describes {cluster.num_nodes} nodes; drop one")
+        raise given.bad(
+            "nnodes",
+            f"{cluster.source} describes {cluster.num_nodes} nodes; make them agree, or leave"
+            " nnodes unset to take the description's",
+        )
     if not _NUMBER.fullmatch(given["max_restarts"]):
         raise given.bad("max_restarts", "use an int >= 0")
     if given["rdzv_backend"] not in _RDZV_BACKENDS:
@@ -205,14 +211,14 @@ def resolve(
     backend, rdzv_id = given["rdzv_backend"], given["rdzv_id"]
     local_addr, socket_ifname = given["local_addr"], ""
     if not endpoint:
+        if backend != "c10d":
+            raise given.bad("rdzv_endpoint", f"rdzv_backend={backend} needs HOST:PORT")
         if max_nodes > 1:
             raise given.bad(
                 "rdzv_endpoint",
                 f"nnodes={given['nnodes']} needs the chief's HOST:PORT, or a cluster description"
                 " (TF_CONFIG, SLURM, Kubernetes' MASTER_ADDR)",
             )
-        if backend != "c10d":
-            raise given.bad("rdzv_endpoint", f"rdzv_backend={backend} needs HOST:PORT")
         # As torchrun --standalone: a store on a free port of this host, and a fresh run id.
         backend, endpoint = STANDALONE_BACKEND, f"{LOOPBACK}:0"
         local_addr, socket_ifname = LOOPBACK, "lo"
@@ -230,7 +236,10 @@ def resolve(
         torchrun_args=tuple(torchrun_args),
         local_addr=local_addr,
         socket_ifname=socket_ifname,
-        node_rank=cluster.node_rank if backend == "static" and max_nodes > 1 else None,
+        # The static backend ranks nodes by --node-rank; PET_NODE_RANK, if set, torchrun reads.
+        node_rank=cluster.node_rank
+        if backend == "static" and cluster.num_nodes > 1 and not environ.get("PET_NODE_RANK")
+        else None,
     )
 
 

@@ -4,11 +4,12 @@
 turns the outcome into the exit status the job should have.
 """
 
+import contextlib
 import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -145,16 +146,13 @@ def run(launch: Launch, *, name: str) -> int:
     SIGINT, SIGHUP and SIGQUIT stop every worker (grace period, then SIGKILL), which matters
     because `bazel run` does not forward Ctrl-C to the binary's children (bazel#3519).
     """
-    for key, value in launch.environment.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
     if launch.standalone:
         loopback.register()
     print(f"{name}: torchrun {shlex.join(launch.argv)}", file=sys.stderr, flush=True)
     try:
-        elastic_launch(launch.config, launch.entrypoint)(*launch.entrypoint_args)
+        # torch elastic hands workers a copy of os.environ.
+        with _environment(launch.environment):
+            elastic_launch(launch.config, launch.entrypoint)(*launch.entrypoint_args)
     except ChildFailedError as failed:
         # The one place a worker's failure is shown: rank, exit code and traceback (error file).
         print(failed.format_msg(), file=sys.stderr)  # type: ignore[no-untyped-call]
@@ -170,6 +168,26 @@ def run(launch: Launch, *, name: str) -> int:
         print(f"{name}: stopped by {stopped.sigval.name}; workers stopped", file=sys.stderr)
         return exit_code_of_signal(stopped.sigval)
     return 0
+
+
+@contextlib.contextmanager
+def _environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    """os.environ with `changes` (None: unset) for the block, as it was afterwards: a caller of
+    maybe_run_training carries on without the workers' variables."""
+
+    def apply(values: Mapping[str, str | None]) -> None:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    saved = {key: os.environ.get(key) for key in changes}
+    apply(changes)
+    try:
+        yield
+    finally:
+        apply(saved)
 
 
 def _rendezvous_failure(config: LaunchConfig, error: RendezvousError) -> str:

@@ -4,8 +4,8 @@ Other nodes must reach a node at the address torch advertises for it: the rank-0
 store (`--local-addr`, else the host name's FQDN) and every rank's gloo or NCCL sockets (the host
 name's address, unless GLOO_SOCKET_IFNAME/NCCL_SOCKET_IFNAME name an interface). Where the host name
 resolves to loopback, as on many machines and in containers, remote ranks are told 127.0.0.1 and the
-job hangs. So the launcher takes the address the cluster description gives this node, or else the
-one its route to the rendezvous host leaves from, and pins torch, gloo and NCCL to it.
+job hangs. So the launcher finds an address off loopback that this machine holds, and pins torch,
+gloo and NCCL to it.
 """
 
 import ipaddress
@@ -19,6 +19,7 @@ from py_distributed.errors import UsageError
 
 # The variables gloo and NCCL read for the interface of their sockets.
 IFNAME_VARIABLES = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 @dataclass(frozen=True)
@@ -26,36 +27,62 @@ class NodeAddress:
     address: str  # an IP address this machine holds
     interface: str  # the interface holding it
 
+    @property
+    def is_loopback(self) -> bool:
+        return _ip(self.address).is_loopback
+
 
 def find(cluster: Cluster, rdzv_host: str, local_addr: str) -> NodeAddress:
-    """Where the other nodes reach this one: `local_addr` if given, else the address the cluster
-    description gives this node, else the source address of the route to `rdzv_host`."""
+    """Where the other nodes reach this one. The first of:
+
+    - `local_addr`, the user's word, loopback included (nodes that all run on this machine);
+    - the address the cluster description gives this node;
+    - the source address of the route to `rdzv_host`;
+    - the host name's address, torch's own choice (a pod's host name resolves to the pod's IP).
+
+    The last three count only off loopback where a description names the nodes: Kubeflow gives the
+    chief MASTER_ADDR=localhost, and the chief's own rendezvous host is `localhost`.
+    """
     if local_addr:
         return _held(local_addr, f"local_addr={local_addr!r}", "set PET_LOCAL_ADDR to one it has")
     given = cluster.this_machine.address
-    if given:
-        return _held(
-            given,
-            f"{cluster.source} gives this node (rank {cluster.node_rank}) the address {given!r}",
-            "check this node's rank or task index in it, or set PET_LOCAL_ADDR",
-        )
-    return _held(_route_source(rdzv_host), f"the route to {rdzv_host!r} leaves from", "")
+    what = f"{cluster.source} gives this node (rank {cluster.node_rank}) the address {given!r}"
+    if given and not all(_ip(a).is_loopback for a in _resolve(given, what)):
+        fix = "check this node's rank or task index in it, or set PET_LOCAL_ADDR"
+        return _held(given, what, fix)
+    routed = _held(_route_source(rdzv_host), f"the route to {rdzv_host!r}", "check the network")
+    if not routed.is_loopback or not cluster.described:
+        return routed
+    hostname = socket.gethostname()
+    for address in _resolve(hostname, f"the host name {hostname!r}"):
+        found = _holder(address)
+        if found and not found.is_loopback:
+            return found
+    raise UsageError(
+        f"cannot tell at which address the other nodes reach this one: {cluster.source} gives it"
+        f" {repr(given) if given else 'no address'}, the route to {rdzv_host!r} and the host name"
+        f" {hostname!r} lead to loopback; set PET_LOCAL_ADDR to this node's address"
+    )
 
 
 def _held(host: str, what: str, fix: str) -> NodeAddress:
-    interfaces = {
-        _ip(entry.address): name
-        for name, entries in psutil.net_if_addrs().items()
-        for entry in entries
-        if entry.family in (socket.AF_INET, socket.AF_INET6)
-    }
     addresses = _resolve(host, what)
     for address in addresses:
-        if _ip(address) in interfaces:
-            return NodeAddress(address, interfaces[_ip(address)])
+        found = _holder(address)
+        if found:
+            return found
     raise UsageError(
         f"{what}, which no interface of this machine holds ({', '.join(addresses)}); {fix}"
     )
+
+
+def _holder(address: str) -> NodeAddress | None:
+    """`address` with the interface of this machine that holds it, or None."""
+    for name, entries in psutil.net_if_addrs().items():
+        for entry in entries:
+            if entry.family in _FAMILIES and _ip(entry.address) == _ip(address):
+                return NodeAddress(address, name)
+    return None
 
 
 def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -60,6 +60,16 @@ def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRun
     )
 
 
+def tree_running(main_file: str) -> BinaryRunfiles | None:
+    """The runfiles tree that `main_file` runs from; None outside Bazel."""
+    tree = enclosing_runfiles_dir(main_file)
+    return _tree_runfiles(tree, main_file) if tree else None
+
+
+def _tree_runfiles(tree: str, main_file: str) -> BinaryRunfiles:
+    return BinaryRunfiles(runfiles.CreateDirectoryBased(tree), f"the tree around {main_file}")
+
+
 def binary_running(main_file: str) -> tuple[str, BinaryRunfiles] | None:
     """The stub and runfiles of the Bazel binary whose main is `main_file`; None outside Bazel.
 
@@ -74,9 +84,7 @@ def binary_running(main_file: str) -> tuple[str, BinaryRunfiles] | None:
     package = os.path.dirname(os.path.relpath(os.path.abspath(main_file), tree))
     for stub in (tree.removesuffix(".runfiles"), os.path.join(tree, package, name)):
         if os.path.isfile(stub) and os.access(stub, os.X_OK):
-            return stub, BinaryRunfiles(
-                runfiles.CreateDirectoryBased(tree), f"the tree around {main_file}"
-            )
+            return stub, _tree_runfiles(tree, main_file)
     raise UsageError(
         f"{main_file} runs from the runfiles tree {tree}, which has no stub {name} beside it or in"
         " its package; start workers with PYTHONPATH (set_python_path_in_subprocess=True)"

@@ -58,7 +58,7 @@ def maybe_run_training(
       is_chief: True asserts that this node is the chief (node rank 0) of the cluster description;
         which node hosts the rendezvous is always decided by the description.
       **training_kwargs: passed to `train_fn` in every worker, as the launcher's Python objects
-        (pickled): types, nesting and any string survive.
+        (pickled, at most 120 KiB as base64 text): types, nesting and any string survive.
 
     In a worker this does not return: the process ends with train_fn's status (0, SystemExit's
     code, or 1 with the traceback shown by the launcher), skipping interpreter teardown, where
@@ -115,13 +115,13 @@ def _explicit(
 def _worker_entry(module_name: str, python_path: bool) -> entry.WorkerEntry:
     """Re-entry through the Bazel stub under Bazel; else `python -u [-m] module_name`."""
     main_file = getattr(sys.modules["__main__"], "__file__", None)
-    binary = runfiles_env.binary_running(main_file) if main_file else None
-    if binary is not None and not python_path:
-        return entry.reentering(*binary)
-    target = _target(module_name)
     if python_path:
-        return entry.with_python_path(target, binary[1].child_env() if binary else {})
-    return entry.InterpreterEntry(tuple(target), {})
+        tree = runfiles_env.tree_running(main_file) if main_file else None
+        return entry.with_python_path(_target(module_name), tree.child_env() if tree else {})
+    binary = runfiles_env.binary_running(main_file) if main_file else None
+    if binary is not None:
+        return entry.reentering(*binary)
+    return entry.InterpreterEntry(tuple(_target(module_name)), {})
 
 
 def _target(module_name: str) -> list[str]:
@@ -155,8 +155,8 @@ def _pickled(kwargs: Mapping[str, Any]) -> str:
     payload = base64.b64encode(pickle.dumps(dict(kwargs))).decode("ascii")
     if len(payload) > _KWARGS_MAX_BYTES:
         raise UsageError(
-            f"training_kwargs take {len(payload)} bytes pickled, more than the environment can"
-            f" carry ({_KWARGS_MAX_BYTES}); pass large values as a file path"
+            f"training_kwargs take {len(payload)} bytes pickled and base64-encoded, more than the"
+            f" environment can carry ({_KWARGS_MAX_BYTES}); pass large values as a file path"
         )
     return payload
 

@@ -5,7 +5,8 @@ kwargs it received. The kwargs include the pid of the process that evaluated the
 if they travelled from it, a worker's own if the worker re-evaluated them as the seed's did.
 PROBE_FAIL_RANK=R with PROBE_FAIL_CODE=N|raise makes rank R fail; PROBE_NPROC sets nproc_per_node;
 PROBE_PYTHONPATH=1 sets set_python_path_in_subprocess; PROBE_IS_CHIEF=1 passes is_chief=True;
-PROBE_MODULE is module_name (default: __name__).
+PROBE_MODULE is module_name (default: __name__). The launcher prints which of the workers'
+variables it still has once maybe_run_training returns.
 """
 
 import json
@@ -67,3 +68,6 @@ if __name__ == "__main__":
         layers=[64, 32],
         schedule={"warmup": 1, "decay": (0.1, None)},
     )
+    # Only the launcher returns, with its environment as it was before the workers'.
+    ours = ("PY_DISTRIBUTED_", "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+    print(f"seed_api: returned, leaving {sorted(k for k in os.environ if k.startswith(ours))}")

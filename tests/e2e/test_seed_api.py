@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -21,11 +22,7 @@ EXPECTED_KWARGS = {
 
 
 def probe_env(probe_dir, **probe):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PET_", "TF_CONFIG"))}
-    env.update(
-        {"PROBE_DIR": str(probe_dir), **{f"PROBE_{k.upper()}": str(v) for k, v in probe.items()}}
-    )
-    return env
+    return {"PROBE_DIR": str(probe_dir), **{f"PROBE_{k.upper()}": str(v) for k, v in probe.items()}}
 
 
 def assert_typed_kwargs_from_the_launcher(found, world=2):
@@ -47,6 +44,7 @@ def test_plain_py_binary_workers_reenter_its_stub_with_the_launchers_typed_kwarg
     assert_typed_kwargs_from_the_launcher(found)
     assert all(r["argv"] == ["--x=1", "a b"] for r in found)
     assert done.stdout.count("seed_api: launcher") == 1
+    assert "seed_api: returned, leaving []" in done.stdout
     stub = str(built / SEED_API)
     assert len([e for e in execs if e.path == stub]) == 3  # the launcher, then one per worker
 
@@ -66,6 +64,22 @@ def test_set_python_path_in_subprocess_starts_workers_with_the_launchers_sys_pat
     # module_name is __name__ of a script: the workers run the script with the bare interpreter.
     line = next(x for x in done.stdout.splitlines() if ": torchrun --" in x)
     assert "--no-python" not in line and line.endswith("/tests/e2e/seed_api.py"), line
+
+
+def test_a_runfiles_tree_without_its_stub_still_runs_with_set_python_path(
+    built, probe_dir, tmp_path
+):
+    # As a remote-execution input tree that carries the runfiles but not the binary's stub.
+    tree = tmp_path / "seed_api.runfiles"
+    shutil.copytree(built / (SEED_API + ".runfiles"), tree, symlinks=False)
+    (tree / "rules_py_distributed" / SEED_API).unlink()
+    main = tree / "rules_py_distributed" / (SEED_API + ".py")
+    imports = {"PYTHONPATH": str(tree / "rules_py_distributed" / "runtime")}
+    refused = run([sys.executable, main], env={**probe_env(probe_dir), **imports})
+    assert refused.returncode == 2 and "which has no stub seed_api" in refused.stdout
+    done = run([sys.executable, main], env={**probe_env(probe_dir, pythonpath=1), **imports})
+    assert done.returncode == 0, done.stdout
+    assert_typed_kwargs_from_the_launcher(reports(probe_dir))
 
 
 @pytest.mark.parametrize(

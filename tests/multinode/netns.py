@@ -1,15 +1,18 @@
 """Simulated hosts: Linux network namespaces on one bridge, each with its own IP and host name.
 
 Every host sees the others by name through /etc/netns/<ns>/hosts, which `ip netns exec` mounts
-over /etc/hosts. The machine's own host name still resolves to loopback in every namespace, as on
-many real machines: exactly what makes gloo advertise 127.0.0.1 unless told an interface.
+over /etc/hosts. The machine's own host name resolves as in /etc/hosts, to loopback on many real
+machines: exactly what makes gloo advertise 127.0.0.1 unless told an interface. With
+`pod_hostnames`, it resolves to each host's own address instead, as a Kubernetes pod's does.
 Needs root (CAP_NET_ADMIN) and iproute2.
 """
 
 import contextlib
 import itertools
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -33,17 +36,17 @@ class Host:
     address: str
     interface: str = "eth0"
 
-    def popen(self, argv: Sequence[str], env: dict[str, str], **kwargs) -> subprocess.Popen[str]:
-        """Starts `argv` inside this host, in a session of its own."""
-        return subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, *argv],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            **kwargs,
-        )
+    def popen(self, argv: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+        """Starts `argv` inside this host, in a session of its own, its output going to `log`."""
+        with log.open("w") as out:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, *argv],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
 
     def pids(self) -> list[int]:
         """The processes living in this host's network namespace."""
@@ -51,17 +54,21 @@ class Host:
 
 
 _clusters = itertools.count()
+_NETNS = Path("/etc/netns")
+_OURS = re.compile(r"pyd(\d+)c\d+")  # the tag of a cluster: test process id, serial
 
 
 @contextlib.contextmanager
-def hosts(count: int) -> Iterator[list[Host]]:
+def hosts(count: int, *, pod_hostnames: bool = False) -> Iterator[list[Host]]:
     """`count` hosts on a fresh bridge and subnet; all torn down afterwards, processes first."""
+    _remove_leftovers()
     serial = next(_clusters) % 100
     # Unique per test process and cluster, as names of links outlive their namespace a moment.
     tag = f"pyd{os.getpid() % 100000}c{serial}"  # interface names have at most 15 characters
     subnet = f"10.{100 + os.getpid() % 100}.{serial}"
     bridge = f"{tag}br"
     made: list[Host] = []
+    made_netns_dir = not _NETNS.exists()
     try:
         _ip("link", "add", bridge, "type", "bridge")
         _ip("link", "set", bridge, "up")
@@ -75,34 +82,66 @@ def hosts(count: int) -> Iterator[list[Host]]:
             _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
             _ip("-n", host.netns, "link", "set", "eth0", "up")
             _ip("-n", host.netns, "link", "set", "lo", "up")
-        hosts_file = "".join(f"{h.address} {h.name}\n" for h in made)
+        everyone = "".join(f"{h.address} {h.name}\n" for h in made)
+        machine = Path("/etc/hosts").read_text()
         for host in made:
-            etc = Path("/etc/netns") / host.netns
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "hosts").write_text(Path("/etc/hosts").read_text() + hosts_file)
+            # Listed first, this line's address comes first when the host name is resolved.
+            own = f"{host.address} {socket.gethostname()}\n" if pod_hostnames else ""
+            (_NETNS / host.netns).mkdir(parents=True, exist_ok=True)
+            (_NETNS / host.netns / "hosts").write_text(own + machine + everyone)
         yield made
     finally:
+        survivors = [pid for host in made for pid in _kill_all(host.netns)]
         for index, host in enumerate(made, 1):
-            _kill_all(host)
             with contextlib.suppress(RuntimeError):
                 _ip("link", "del", f"{tag}v{index}")
-            with contextlib.suppress(RuntimeError):
-                _ip("netns", "del", host.netns)
-            with contextlib.suppress(FileNotFoundError):
-                for leftover in (Path("/etc/netns") / host.netns).iterdir():
-                    leftover.unlink()
-                (Path("/etc/netns") / host.netns).rmdir()
+            _remove_netns(host.netns)
         with contextlib.suppress(RuntimeError):
             _ip("link", "del", bridge)
+        if made_netns_dir:
+            with contextlib.suppress(OSError):
+                _NETNS.rmdir()
+        assert not survivors, f"processes that SIGKILL did not end: {survivors}"
 
 
-def _kill_all(host: Host) -> None:
+def _remove_netns(netns: str) -> None:
     with contextlib.suppress(RuntimeError):
-        for _ in range(50):
-            pids = host.pids()
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        _ip("netns", "del", netns)
+    with contextlib.suppress(FileNotFoundError):
+        for leftover in (_NETNS / netns).iterdir():
+            leftover.unlink()
+        (_NETNS / netns).rmdir()
+
+
+def _remove_leftovers() -> None:
+    """Removes the hosts of test processes that died before their teardown ran (a SIGKILL)."""
+    for netns in _ip("netns", "list").split():
+        match = _OURS.match(netns)
+        if match and not _alive(int(match[1])):
+            _kill_all(netns)
+            _remove_netns(netns)
+    for link in re.findall(r"^\d+: (pyd\d+c\d+\w+?)[@:]", _ip("link", "show"), re.M):
+        match = _OURS.match(link)
+        if match and not _alive(int(match[1])):
+            with contextlib.suppress(RuntimeError):
+                _ip("link", "del", link)
+
+
+def _alive(pid_suffix: int) -> bool:
+    """Whether a live process has a pid ending like a tag's (tags keep pid % 100000)."""
+    return any(int(p) % 100000 == pid_suffix for p in os.listdir("/proc") if p.isdigit())
+
+
+def _kill_all(netns: str) -> list[int]:
+    """SIGKILLs every process in `netns`; returns those still there after 5 s."""
+    pids: list[int] = []
+    for _ in range(50):
+        with contextlib.suppress(RuntimeError):
+            pids = [int(p) for p in _ip("netns", "pids", netns).split()]
+        if not pids:
+            return []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    return pids

@@ -13,32 +13,44 @@ from procfs import processes_with_env
 
 ALLREDUCE = "tests/e2e/allreduce"  # a py_distributed_binary, nproc_per_node = 2
 SEED_API = "tests/e2e/seed_api"  # a plain py_binary calling maybe_run_training, nproc 2
-# Scheduler variables a developer's shell might hold; each test sets its own.
-_FOREIGN = ("PET_", "SLURM_", "TF_CONFIG", "MASTER_", "WORLD_SIZE", "RANK", "PROBE_", "GLOO_")
+
+
+def simulated(count, **options):
+    """`count` simulated hosts; afterwards none of their processes is left."""
+    with netns.hosts(count, **options) as hosts:
+        yield hosts
+        assert wait_for(lambda: not any(h.pids() for h in hosts), timeout=15), "processes left"
 
 
 @pytest.fixture
 def cluster(request, built):
-    """`request.param` simulated hosts; afterwards none of their processes is left."""
-    with netns.hosts(request.param) as hosts:
-        yield hosts
-        assert wait_for(lambda: not any(h.pids() for h in hosts), timeout=15), "processes left"
+    """`request.param` hosts whose host name resolves to loopback, as on many machines."""
+    yield from simulated(request.param)
+
+
+@pytest.fixture
+def pods(built):
+    """Two hosts whose host name resolves to their own address, as a Kubernetes pod's does."""
+    yield from simulated(2, pod_hostnames=True)
 
 
 def launch_all(built, binary, hosts, probe_dir, env_of):
     """Starts `binary` on each host with the environment `env_of(index)`; returns (code, output)
     per host, in host order."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
-    base["PROBE_DIR"] = str(probe_dir)
-    procs = [h.popen([str(built / binary)], {**base, **env_of(i)}) for i, h in enumerate(hosts)]
+    base = {**os.environ, "PROBE_DIR": str(probe_dir)}
+    logs = [probe_dir.parent / f"host{i}.log" for i in range(len(hosts))]
+    procs = [
+        h.popen([str(built / binary)], {**base, **env_of(i)}, log)
+        for i, (h, log) in enumerate(zip(hosts, logs, strict=True))
+    ]
     results = []
-    for proc in procs:
+    for proc, log in zip(procs, logs, strict=True):
         try:
-            out, _ = proc.communicate(timeout=180)
+            proc.wait(timeout=180)
         finally:
             if proc.poll() is None:
                 proc.kill()
-        results.append((proc.returncode, out))
+        results.append((proc.returncode, log.read_text()))
     return results
 
 
@@ -103,11 +115,17 @@ def test_tf_config_maybe_run_training_hands_typed_kwargs_to_every_rank(built, cl
 
 
 @pytest.mark.parametrize("cluster", [3], indirect=True)
-def test_slurm_environment_on_three_hosts(built, cluster, probe_dir):
+def test_slurm_step_on_three_hosts_of_a_larger_allocation(built, cluster, probe_dir):
     suffix = cluster[0].name.partition(".")[2]
+    # What `srun -N3 --ntasks-per-node=1` sets in a 5-node allocation, on each of its nodes.
     slurm = {
-        "SLURM_JOB_NODELIST": f"node[1-3].{suffix}",
+        "SLURM_JOB_NODELIST": f"node[1-5].{suffix}",
+        "SLURM_JOB_NUM_NODES": "5",
+        "SLURM_NODELIST": f"node[1-3].{suffix}",
         "SLURM_NNODES": "3",
+        "SLURM_STEP_NODELIST": f"node[1-3].{suffix}",
+        "SLURM_STEP_NUM_NODES": "3",
+        "SLURM_LOCALID": "0",
         "SLURM_JOB_ID": "4242",
         "PET_NPROC_PER_NODE": "1",  # 2 cores here
     }
@@ -124,30 +142,31 @@ def test_slurm_environment_on_three_hosts(built, cluster, probe_dir):
     assert all(f"--local-addr={h.address}" in line for h, line in zip(cluster, lines, strict=True))
 
 
-@pytest.mark.parametrize("cluster", [2], indirect=True)
-def test_pytorchjob_environment_with_node_level_world_size_and_rank(built, cluster, probe_dir):
+def test_pytorchjob_environment_with_the_master_told_localhost(built, pods, probe_dir):
     def pod(index):
-        # What Kubeflow's PyTorchJob sets on every pod (pkg/controller.v1/pytorch/envvar.go).
+        # What Kubeflow's PyTorchJob sets on every pod (pkg/controller.v1/pytorch/envvar.go):
+        # the master pod is told MASTER_ADDR=localhost, the others the master's name.
         return {
-            "MASTER_ADDR": cluster[0].name,
+            "MASTER_ADDR": "localhost" if index == 0 else pods[0].name,
             "MASTER_PORT": "23456",
-            "WORLD_SIZE": "2",
+            "WORLD_SIZE": "4",
             "RANK": str(index),
             "PET_NNODES": "2",
             "PET_NODE_RANK": str(index),
             "PET_NPROC_PER_NODE": "2",
         }
 
-    results = launch_all(built, SEED_API, cluster, probe_dir, pod)
+    results = launch_all(built, SEED_API, pods, probe_dir, pod)
     assert [code for code, _ in results] == [0, 0], results
-    assert_one_job(reports(probe_dir), cluster, nproc=2)
+    assert_one_job(reports(probe_dir), pods, nproc=2)
     # WORLD_SIZE and RANK did not make either launcher a worker.
     assert all(out.count("seed_api: launcher") == 1 for _, out in results)
     chief, worker = (torchrun_line(out) for _, out in results)
     assert "--rdzv-endpoint=localhost:23456" in chief
-    assert f"--rdzv-endpoint={cluster[0].name}:23456" in worker
-    # The worker pod knows only the chief's name: its address is the route's to the chief.
-    assert f"--local-addr={cluster[1].address}" in worker
+    assert f"--rdzv-endpoint={pods[0].name}:23456" in worker
+    # The master knows no address of its own: its host name's; a worker pod: its route's.
+    assert f"--local-addr={pods[0].address}" in chief
+    assert f"--local-addr={pods[1].address}" in worker
 
 
 @pytest.mark.parametrize("cluster", [3], indirect=True)

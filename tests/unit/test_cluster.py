@@ -35,6 +35,13 @@ def test_tf_config_run_id_is_the_same_on_every_node_and_differs_between_clusters
     assert machine_from_env(tf_config("worker", 0, other)).job_id not in ids
 
 
+def test_ipv6_nodes_with_and_without_brackets():
+    found = machine_from_env(
+        tf_config("chief", 0, {"chief": ["[fd00::1]:7"], "worker": ["fd00::2"]})
+    )
+    assert (found.chief.address, found.port) == ("fd00::1", 7)
+
+
 def test_tf_config_master_is_the_chief_as_in_tf1():
     found = machine_from_env(tf_config("master", 0, {"master": ["m:1"], "worker": ["w:1"]}))
     assert found.is_chief and found.num_nodes == 2
@@ -52,6 +59,10 @@ def test_tf_config_master_is_the_chief_as_in_tf1():
         (tf_config("ps", 0)["TF_CONFIG"], "task type 'ps' is not a torch node"),
         (tf_config("chief", 0, dict(CLUSTER, chief=["a b:1"]))["TF_CONFIG"], "cannot read host"),
         (tf_config("chief", 0, dict(CLUSTER, chief=["c:99999"]))["TF_CONFIG"], "port in 1..65535"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["[::1]80"]))["TF_CONFIG"], "cannot read"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["h:1:2"]))["TF_CONFIG"], "cannot read host"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["hé:1"]))["TF_CONFIG"], "cannot read host"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["c:١٢"]))["TF_CONFIG"], "port in 1..65535"),
     ],
 )
 def test_malformed_tf_config_is_one_line_naming_it(value, message):
@@ -101,12 +112,32 @@ def test_slurm_nodes_rank_port_and_job_id():
     [
         ({"SLURM_JOB_NODELIST": "n[1-2]"}, "SLURM_NODEID is unset but SLURM_JOB_NODELIST names 2"),
         ({"SLURM_JOB_NODELIST": "n[1-2]", "SLURM_NODEID": "2"}, "SLURM_NODEID='2': use an int"),
-        ({"SLURM_JOB_NODELIST": "n1", "SLURM_NNODES": "2"}, "names 1 nodes, SLURM_NNODES says 2"),
+        ({"SLURM_NODELIST": "n1", "SLURM_NNODES": "2"}, "names 1 nodes, SLURM_NNODES says 2"),
+        (
+            {"SLURM_JOB_NODELIST": "n[1-2]", "SLURM_NODEID": "0", "SLURM_LOCALID": "1"},
+            "SLURM_LOCALID='1': several launchers on one node",
+        ),
     ],
 )
 def test_inconsistent_slurm_variables_are_errors(env, message):
     with pytest.raises(UsageError, match=message):
         machine_from_env(env)
+
+
+def test_slurm_step_nodes_win_over_the_allocations():
+    # `srun -N2` inside a 4-node allocation: the step runs on n3 and n4.
+    env = {
+        "SLURM_JOB_NODELIST": "n[1-4]",
+        "SLURM_JOB_NUM_NODES": "4",
+        "SLURM_NODELIST": "n[3-4]",
+        "SLURM_NNODES": "2",
+        "SLURM_STEP_NODELIST": "n[3-4]",
+        "SLURM_STEP_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_LOCALID": "0",
+    }
+    found = machine_from_env(env)
+    assert (found.num_nodes, found.chief.address, found.this_machine.address) == (2, "n3", "n4")
 
 
 def test_pytorchjob_pod_variables():
@@ -121,6 +152,35 @@ def test_pytorchjob_pod_variables():
     )
     # A worker pod is told only the chief's address.
     assert (found.chief.address, found.this_machine.address) == ("job-master-0", "")
+
+
+def test_pytorchjob_master_pod_told_localhost_joins_its_workers_run():
+    # The operator gives the master pod MASTER_ADDR=localhost, the others the master's name.
+    pods = [("localhost", "0"), ("job-master-0", "1"), ("job-master-0", "2")]
+    found = [
+        machine_from_env(
+            {"MASTER_ADDR": addr, "MASTER_PORT": "23456", "PET_NNODES": "3", "RANK": rank}
+        )
+        for addr, rank in pods
+    ]
+    assert len({f.job_id for f in found}) == 1
+    assert [f.node_rank for f in found] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PET_NNODES": "4"}, "PET_NNODES='4' but no PET_NODE_RANK, RANK or JOB_COMPLETION_INDEX"),
+        ({"PET_NNODES": "a:4", "RANK": "0"}, "PET_NNODES='a:4': use a number of nodes as N or MIN"),
+        ({"PET_NNODES": "5:4", "RANK": "0"}, "PET_NNODES='5:4'"),
+        ({"WORLD_SIZE": "1:2", "RANK": "0"}, "WORLD_SIZE='1:2': use a number of nodes as N,"),
+        ({"PET_NNODES": "2", "PET_NODE_RANK": "2"}, "PET_NODE_RANK='2': use an int in 0..1"),
+    ],
+)
+def test_malformed_kubernetes_variables_are_one_line_naming_them(env, message):
+    with pytest.raises(UsageError) as error:
+        machine_from_env({"MASTER_ADDR": "m", **env})
+    assert message in str(error.value)
 
 
 def test_trainer_jobset_variables_and_elastic_node_range():
@@ -175,6 +235,29 @@ def test_several_nodes_without_endpoint_or_description_name_both_fixes():
     one = machine_from_env({})
     with pytest.raises(UsageError, match="needs the chief's HOST:PORT, or a cluster description"):
         config.resolve({"nnodes": "2"}, "BUILD", [], {}, one)
+
+
+def test_an_etcd_rendezvous_is_not_pointed_at_the_chief():
+    worker = machine_from_env(tf_config("worker", 0))
+    etcd_needs = r"rdzv_endpoint='' \(from default\): rdzv_backend=etcd needs HOST:PORT"
+    with pytest.raises(UsageError, match=etcd_needs):
+        config.resolve({}, "BUILD", [], {"PET_RDZV_BACKEND": "etcd"}, worker)
+
+
+def test_static_backend_ranks_described_nodes_unless_pet_node_rank_is_set():
+    worker = machine_from_env(tf_config("worker", 1))
+    static = {"PET_RDZV_BACKEND": "static"}
+    assert "--node-rank=2" in config.resolve({}, "BUILD", [], static, worker).argv()
+    mine = {**static, "PET_NODE_RANK": "1"}
+    assert not any(
+        f.startswith("--node-rank") for f in config.resolve({}, "BUILD", [], mine, worker).argv()
+    )
+    undescribed = {**static, "PET_NNODES": "2", "PET_RDZV_ENDPOINT": "h:1"}
+    one = machine_from_env({})
+    assert not any(
+        f.startswith("--node-rank")
+        for f in config.resolve({}, "BUILD", [], undescribed, one).argv()
+    )
 
 
 def test_explicit_nnodes_that_agree_with_the_cluster_are_kept():

@@ -7,7 +7,7 @@ from procfs import listening_addresses
 from torch.distributed.elastic.rendezvous import RendezvousParameters
 
 from py_distributed import config, launcher, loopback
-from py_distributed.cluster import Cluster, single_machine
+from py_distributed.cluster import single_machine
 from py_distributed.config import LOOPBACK
 from py_distributed.entry import StubEntry
 from py_distributed.errors import UsageError
@@ -15,16 +15,10 @@ from py_distributed.errors import UsageError
 BUILD = {"nproc_per_node": "2"}
 ENTRY = StubEntry("/bin/true", {})
 
-ONE_MACHINE = single_machine()
-
-
-def resolve(explicit, torchrun_args, environ, cluster: Cluster = ONE_MACHINE):
-    """config.resolve with BUILD as the explicit values' source, on one machine by default."""
-    return config.resolve(explicit, "BUILD", torchrun_args, environ, cluster)
-
 
 def prepare(environ, torchrun_args=()):
-    return launcher.prepare(resolve(BUILD, torchrun_args, environ), ENTRY, ["--", "a"])
+    resolved = config.resolve(BUILD, "BUILD", torchrun_args, environ, single_machine())
+    return launcher.prepare(resolved, ENTRY, ["--", "a"])
 
 
 def test_user_arguments_are_passed_untouched_even_a_leading_double_dash():
