@@ -311,8 +311,8 @@ def _numbers(ranges: str, text: str, variable: str) -> Iterator[str]:
             yield str(number).zfill(len(low))  # "01-10" keeps its zero padding
 
 
-# A host name or IPv4 address as torchrun's endpoints take it (config checks the same grammar).
-_HOST = re.compile(r"[A-Za-z0-9._-]+")
+# A host name or IPv4 address, as in rules/private/py_distributed_binary.bzl's endpoint grammar.
+HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def _split_host_port(address: str, variable: str) -> tuple[str, int | None]:
@@ -327,7 +327,7 @@ def _split_host_port(address: str, variable: str) -> tuple[str, int | None]:
         if not rest.startswith(":"):
             raise UsageError(f"{variable}: cannot read {address!r}; use HOST:PORT or [IPv6]:PORT")
         port = _port(rest[1:], variable)
-    if not (_HOST.fullmatch(host) or _is_ipv6(host)):
+    if not (HOST_NAME.fullmatch(host) or _is_ipv6(host)):
         raise UsageError(f"{variable}: cannot read host of {address!r}; use HOST or HOST:PORT")
     return host, port
 

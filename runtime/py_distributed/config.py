@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from py_distributed import node_address
-from py_distributed.cluster import DEFAULT_PORT, Cluster, machine_from_env
+from py_distributed.cluster import DEFAULT_PORT, HOST_NAME, Cluster, machine_from_env
 from py_distributed.errors import UsageError
 
 # The knobs the launcher passes explicitly; each may be set at run time by PET_<KNOB>, the variable
@@ -63,7 +63,9 @@ _RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")
 # The backends whose endpoint is the chief node (etcd's is the etcd server, no node of the job).
 _HOSTED = ("c10d", "static")
 # The same grammars as rules/private/py_distributed_binary.bzl checks at loading time.
-_ENDPOINT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?")
+_ENDPOINT = re.compile(
+    rf"(?P<host>\[[0-9a-fA-F:.]+\]|{HOST_NAME.pattern})(?::(?P<port>[0-9]{{1,5}}))?"
+)
 _RDZV_CONF_ITEM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^,]+")
 
 
