@@ -14,7 +14,7 @@ def py_distributed_dependencies(name = "py_distributed_pypi", packages = []):
     """Declares `@py_distributed_pypi`, whose packages come from the interpreter's site-packages.
 
     Call it from WORKSPACE after loading this file. Install the packages into the interpreter that
-    Bazel's Python toolchain runs (`python3` on PATH): `pip install torch bazel-runfiles`.
+    Bazel's Python toolchain runs (`python3` on PATH): `pip install torch bazel-runfiles psutil`.
 
     Args:
       name: the repository's name; keep the default, which the runtime's BUILD file refers to.

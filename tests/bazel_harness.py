@@ -83,3 +83,28 @@ def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -
             return True
         time.sleep(step)
     return predicate()
+
+
+def scratch_workspace(path: Path, packages: dict[str, str]) -> Path:
+    """A workspace at `path` that uses this checkout as README's WORKSPACE section says, with a
+    BUILD file per package (`""` is the root); run `bazel shutdown` in it when done."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "WORKSPACE").write_text(
+        f"""workspace(name = "consumer")
+
+local_repository(name = "rules_py_distributed", path = "{ROOT}")
+
+load("@rules_py_distributed//tools/bazel4_offline:repositories.bzl", "bazel4_offline_repositories")
+
+bazel4_offline_repositories(path = "{ROOT}/tools/bazel4_offline")
+
+load("@rules_py_distributed//rules:repositories.bzl", "py_distributed_dependencies")
+
+py_distributed_dependencies()
+"""
+    )
+    (path / ".bazelrc").write_text((ROOT / ".bazelrc").read_text())
+    for package, build in packages.items():
+        (path / package).mkdir(parents=True, exist_ok=True)
+        (path / package / "BUILD.bazel").write_text(build)
+    return path

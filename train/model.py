@@ -51,67 +51,101 @@ def checkpoint_path(path: str) -> str:
     return os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()), path)
 
 
-def main(argv: list[str]) -> None:
-    args = parse_args(argv)
+def setup_process_group() -> tuple[int, int, torch.device]:
+    """Joins the job, nccl on CUDA or gloo on CPU; returns (rank, world size, this device)."""
     use_cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    if rank == 0:
-        nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        rdzv = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-        print(
-            f"digits: {world} workers, {nodes} node(s), backend {dist.get_backend()}, rdzv {rdzv}"
-        )
+    return dist.get_rank(), dist.get_world_size(), device
 
-    torch.manual_seed(args.seed)
-    train_set, test_set = digits(args.seed)
-    sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed)
-    train = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
+
+def announce(world: int) -> None:
+    nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    rdzv = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    print(f"digits: {world} workers, {nodes} node(s), backend {dist.get_backend()}, rdzv {rdzv}")
+
+
+def loaders(seed: int, batch_size: int) -> tuple[DataLoader, DataLoader]:
+    """Each worker's shard of the training set (reshuffled every epoch) and of the held-out set."""
+    train_set, test_set = digits(seed)
+    sampler = DistributedSampler(train_set, shuffle=True, seed=seed)
+    train = DataLoader(train_set, batch_size=batch_size, sampler=sampler)
     test = DataLoader(test_set, batch_size=256, sampler=DistributedSampler(test_set, shuffle=False))
+    return train, test
 
-    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).to(device)
-    ddp = DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
+
+def model(device: torch.device) -> DistributedDataParallel:
+    """A small MLP, replicated: DDP starts every worker from rank 0's weights."""
+    mlp = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).to(device)
+    return DistributedDataParallel(mlp, device_ids=[device] if device.type == "cuda" else None)
+
+
+def train_one_epoch(
+    ddp: DistributedDataParallel, train: DataLoader, optimizer: torch.optim.Optimizer, epoch: int
+) -> float:
+    """One pass over this worker's shard; returns the mean loss over every worker's samples."""
+    device = next(ddp.parameters()).device
+    train.sampler.set_epoch(epoch)
+    ddp.train()
+    totals = torch.zeros(2, device=device)  # summed loss, samples
+    for x, y in train:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(ddp(x), y)
+        loss.backward()
+        optimizer.step()
+        totals += torch.stack([loss.detach() * len(y), torch.tensor(len(y), device=device)])
+    dist.all_reduce(totals)
+    return (totals[0] / totals[1]).item()
+
+
+def evaluate(ddp: DistributedDataParallel, test: DataLoader) -> float:
+    """Accuracy on the whole held-out set, every worker scoring its shard."""
+    device = next(ddp.parameters()).device
+    ddp.eval()
+    counts = torch.zeros(2, device=device)  # correct, seen
+    with torch.no_grad():
+        for x, y in test:
+            x, y = x.to(device), y.to(device)
+            counts += torch.tensor([(ddp(x).argmax(1) == y).sum(), len(y)], device=device)
+    dist.all_reduce(counts)
+    return (counts[0] / counts[1]).item()
+
+
+def report(epoch: int, epochs: int, loss: float, accuracy: float) -> None:
+    print(f"epoch {epoch}/{epochs}: loss {loss:.4f}, held-out accuracy {accuracy:.1%}", flush=True)
+
+
+def save_checkpoint(
+    ddp: DistributedDataParallel, accuracy: float, args: argparse.Namespace
+) -> None:
+    path = checkpoint_path(args.checkpoint)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    state = {"model": ddp.module.state_dict(), "accuracy": accuracy, "epochs": args.epochs}
+    torch.save(state, path)
+    print(f"checkpoint: {path}")
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    rank, world, device = setup_process_group()
+    if rank == 0:
+        announce(world)
+    torch.manual_seed(args.seed)
+    train, test = loaders(args.seed, args.batch_size)
+    ddp = model(device)
     optimizer = torch.optim.Adam(ddp.parameters(), lr=args.lr)
-    loss_fn = nn.CrossEntropyLoss()
-
     accuracy = 0.0
     for epoch in range(args.epochs):
-        sampler.set_epoch(epoch)
-        ddp.train()
-        totals = torch.zeros(2, device=device)  # summed loss, samples
-        for x, y in train:
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad()
-            loss = loss_fn(ddp(x), y)
-            loss.backward()
-            optimizer.step()
-            totals += torch.stack([loss.detach() * len(y), torch.tensor(len(y), device=device)])
-
-        ddp.eval()
-        counts = torch.zeros(2, device=device)  # correct, seen
-        with torch.no_grad():
-            for x, y in test:
-                x, y = x.to(device), y.to(device)
-                counts += torch.tensor([(ddp(x).argmax(1) == y).sum(), len(y)], device=device)
-        dist.all_reduce(totals)
-        dist.all_reduce(counts)
-        accuracy = (counts[0] / counts[1]).item()
+        loss = train_one_epoch(ddp, train, optimizer, epoch)
+        accuracy = evaluate(ddp, test)
         if rank == 0:
-            print(
-                f"epoch {epoch + 1}/{args.epochs}: loss {(totals[0] / totals[1]).item():.4f},"
-                f" held-out accuracy {accuracy:.1%}",
-                flush=True,
-            )
-
+            report(epoch + 1, args.epochs, loss, accuracy)
     if rank == 0:
-        path = checkpoint_path(args.checkpoint)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        torch.save({"model": model.state_dict(), "accuracy": accuracy, "epochs": args.epochs}, path)
-        print(f"checkpoint: {path}")
+        save_checkpoint(ddp, accuracy, args)
     dist.destroy_process_group()
 
 

@@ -1,23 +1,27 @@
-"""torchrun's knobs for one launch: PET_* variables over explicit values over the cluster, checked.
+"""torchrun's settings for one launch: PET_* variables over explicit values over the cluster.
 
-Parsing, deciding and doing are separate, as in torch/distributed/run.py: this module decides, and
-every bad value becomes one UsageError before any worker starts. Explicit values are a binary's
+Parsing, deciding and doing are separate, as in torch/distributed/run.py: this module decides, in
+three steps that each stand alone: `given` takes every setting from the first place that has it,
+`check` holds each value to its grammar (the build-time check of BUILD values runs exactly this),
+and `resolve` makes the single-node decision. Every bad value becomes one UsageError naming the
+value, where it came from and the fix, before any worker starts. Explicit values are a binary's
 BUILD attributes or `maybe_run_training`'s arguments; the cluster description (`cluster`) fills in
 what neither says: the number of nodes, the chief's endpoint and a run id stable for the job.
 """
 
-import dataclasses
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from py_distributed import node_address
-from py_distributed.cluster import DEFAULT_PORT, HOST_NAME, Cluster, machine_from_env
+from py_distributed import grammar
+from py_distributed.cluster import DEFAULT_PORT, Cluster, single_machine
 from py_distributed.errors import UsageError
 
-# The knobs the launcher passes explicitly; each may be set at run time by PET_<KNOB>, the variable
-# torchrun itself reads (torch/distributed/argparse_util.py), and all but the last two explicitly.
+# The settings the launcher passes explicitly; each may be set at run time by PET_<NAME>, the
+# variable torchrun itself reads (torch/distributed/argparse_util.py), and all but the last two
+# explicitly.
 KNOBS = (
     "nproc_per_node",
     "nnodes",
@@ -39,7 +43,7 @@ _DEFAULTS = {
     "rdzv_id": "none",  # torchrun's: every node of a job must name the same rendezvous
     "local_addr": "",  # torch's: this host's FQDN
 }
-# torchrun flags that the launcher owns: the knobs, and how the worker entry is given.
+# torchrun flags that the launcher owns: the settings, and how the worker entry is given.
 _OWNED_FLAGS = frozenset(KNOBS) | {
     "standalone",
     "no_python",
@@ -50,77 +54,66 @@ _OWNED_FLAGS = frozenset(KNOBS) | {
     "help",
 }
 
-# A single-node job without an endpoint rendezvouses as `torchrun --standalone` would, but on
-# loopback only: py_distributed.loopback registers this backend with torch elastic.
-STANDALONE_BACKEND = "c10d-loopback"
-LOOPBACK = "127.0.0.1"
-
 _NPROC_WORDS = ("auto", "cpu", "gpu", "xpu")
-_RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
-_NUMBER = re.compile(r"[0-9]+")  # str.isdigit() would take "²", which int() refuses
 _NPROC_MAX = 1024
 _RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")
 # The backends whose endpoint is the chief node (etcd's is the etcd server, no node of the job).
 _HOSTED = ("c10d", "static")
-# The same grammars as rules/private/py_distributed_binary.bzl checks at loading time.
-_ENDPOINT = re.compile(
-    rf"(?P<host>\[[0-9a-fA-F:.]+\]|{HOST_NAME.pattern})(?::(?P<port>[0-9]{{1,5}}))?"
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]+")  # torch elastic names files after it
+_T = TypeVar("_T")
+_RDZV_CONF_ITEM = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>[^,]+)")
+# rdzv_conf keys that torch's rendezvous handlers read as a count of seconds or tries
+# (dynamic_rendezvous.create_handler, c10d_rendezvous_backend.create_backend).
+RDZV_CONF_COUNTS = (
+    "read_timeout",
+    "join_timeout",
+    "last_call_timeout",
+    "close_timeout",
+    "heartbeat_timeout",
+    "keep_alive_interval",
+    "keep_alive_max_attempt",
 )
-_RDZV_CONF_ITEM = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^,]+")
+# torch's c10d backend: how long a node's store client tries to reach the chief's store, and waits
+# on any store read (c10d_rendezvous_backend._create_tcp_store).
+_READ_TIMEOUT_DEFAULT = 60
+# A store client gives up on an unreachable store after at most about 2.5 read timeouts (measured
+# with torch 2.13; see _read_timeout_within_join_timeout).
+_JOIN_PER_READ_TIMEOUT = 3
 
 
 @dataclass(frozen=True)
 class TorchrunConfig:
-    """Validated torchrun values; `argv()` spells them as torchrun flags."""
+    """Checked torchrun values for this node; `elastic` spells them as torchrun flags."""
 
     nproc_per_node: str
     min_nodes: int
     max_nodes: int
     max_restarts: int
     rdzv_backend: str
-    rdzv_endpoint: str
+    rdzv_host: str  # "" for a standalone job, whose rendezvous `loopback` places
+    rdzv_port: int | None  # None: the backend's default
     rdzv_id: str
     rdzv_conf: str
+    standalone: bool  # one node, no endpoint: a private rendezvous on loopback
     torchrun_args: tuple[str, ...] = ()
     local_addr: str = ""  # the workers' MASTER_ADDR on the rank-0 node; "": torch's FQDN lookup
     socket_ifname: str = ""  # the interface for gloo and NCCL; "": theirs (the host name's)
     node_rank: int | None = None  # for the static backend, which ranks nodes itself
 
     @property
-    def standalone(self) -> bool:
-        """A single-node job on the loopback rendezvous."""
-        return self.rdzv_backend == STANDALONE_BACKEND
-
-    @property
     def multi_node(self) -> bool:
         return self.max_nodes > 1
 
-    def argv(self) -> list[str]:
-        """torchrun's flags, every knob explicit so that no stray PET_* variable can change it."""
-        nnodes = str(self.min_nodes)
-        if self.max_nodes != self.min_nodes:
-            nnodes += f":{self.max_nodes}"
-        flags = [
-            f"--nproc-per-node={self.nproc_per_node}",
-            f"--nnodes={nnodes}",
-            f"--max-restarts={self.max_restarts}",
-            f"--rdzv-backend={self.rdzv_backend}",
-            f"--rdzv-endpoint={self.rdzv_endpoint}",
-            f"--rdzv-id={self.rdzv_id}",
-        ]
-        if self.rdzv_conf:
-            flags.append(f"--rdzv-conf={self.rdzv_conf}")
-        if self.local_addr:
-            # Workers get MASTER_ADDR from this, not from the host name's address.
-            flags.append(f"--local-addr={self.local_addr}")
-        if self.node_rank is not None:
-            flags.append(f"--node-rank={self.node_rank}")
-        return flags + list(self.torchrun_args)
+    @property
+    def rdzv_endpoint(self) -> str:
+        if self.rdzv_port is None:
+            return f"[{self.rdzv_host}]" if ":" in self.rdzv_host else self.rdzv_host
+        return grammar.join_endpoint(self.rdzv_host, self.rdzv_port)
 
 
 @dataclass(frozen=True)
-class _Given:
-    """The knobs' raw values and where each came from, for messages that name both."""
+class Given:
+    """Every setting's raw value and where it came from, for messages that name both."""
 
     values: Mapping[str, str]
     sources: Mapping[str, str]
@@ -132,37 +125,28 @@ class _Given:
         return UsageError(f"{knob}={self.values[knob]!r} (from {self.sources[knob]}): {fix}")
 
 
-def for_this_node(
-    explicit: Mapping[str, str],
-    explicit_source: str,
-    torchrun_args: Sequence[str],
-    environ: Mapping[str, str],
-    cluster: Cluster | None = None,
-) -> TorchrunConfig:
-    """`resolve` with the environment's cluster description, then this node's address on it."""
-    found = machine_from_env(environ) if cluster is None else cluster
-    config = resolve(explicit, explicit_source, torchrun_args, environ, found)
-    if not config.multi_node or config.standalone:
-        return config
-    if config.local_addr and any(environ.get(name) for name in node_address.IFNAME_VARIABLES):
-        return config  # the user chose both, e.g. an address behind NAT that no interface holds
-    host = _ENDPOINT.fullmatch(config.rdzv_endpoint)
-    assert host is not None  # resolve() checked it
-    node = node_address.find(found, host["host"].strip("[]"), config.local_addr)
-    return dataclasses.replace(
-        config, local_addr=config.local_addr or node.address, socket_ifname=node.interface
-    )
+@dataclass(frozen=True)
+class Checked:
+    """The settings parsed by their grammars."""
+
+    nproc_per_node: str
+    nodes: tuple[int, int]
+    max_restarts: int
+    rdzv_backend: str
+    endpoint: tuple[str, int | None] | None  # None: none given
+    rdzv_id: str
+    rdzv_conf: str
+    local_addr: str
 
 
-def resolve(
+def given(
     explicit: Mapping[str, str],
     explicit_source: str,
-    torchrun_args: Sequence[str],
     environ: Mapping[str, str],
     cluster: Cluster,
-) -> TorchrunConfig:
-    """The launch's torchrun values, each from the first that has it: PET_<KNOB>, `explicit` (named
-    `explicit_source` in messages), the cluster description, torchrun's default."""
+) -> Given:
+    """Each setting from the first that has it: PET_<NAME> (empty counts as unset), `explicit`
+    (named `explicit_source` in messages), the cluster description, torchrun's default."""
     derived = _from_cluster(cluster)
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
@@ -176,99 +160,159 @@ def resolve(
             values[knob], sources[knob] = derived[knob], cluster.source
         else:
             values[knob], sources[knob] = _DEFAULTS[knob], "default"
-    given = _Given(values, sources)
+    return Given(values, sources)
 
-    nproc = given["nproc_per_node"]
+
+def check(values: Given, torchrun_args: Sequence[str]) -> Checked:
+    """Holds every setting to its grammar, and torchrun_args to what the launcher leaves them."""
+    nproc = values["nproc_per_node"]
     if nproc not in _NPROC_WORDS and not (
-        _NUMBER.fullmatch(nproc) and 0 < int(nproc) <= _NPROC_MAX
+        grammar.is_number(nproc) and 0 < int(nproc) <= _NPROC_MAX
     ):
         words = ", ".join(_NPROC_WORDS)
-        raise given.bad("nproc_per_node", f"use an int in 1..{_NPROC_MAX} or one of {words}")
-    min_nodes, max_nodes = _nnodes(given)
+        raise values.bad("nproc_per_node", f"use an int in 1..{_NPROC_MAX} or one of {words}")
+    if not grammar.is_number(values["max_restarts"]):
+        raise values.bad("max_restarts", "use an int >= 0")
+    if values["rdzv_backend"] not in _RDZV_BACKENDS:
+        raise values.bad("rdzv_backend", f"use one of {', '.join(_RDZV_BACKENDS)}")
+    if not _RUN_ID.fullmatch(values["rdzv_id"]):
+        raise values.bad("rdzv_id", "use letters, digits, '.', '_' and '-' only")
+    _check_rdzv_conf(values)
+    _check_torchrun_args(torchrun_args)
+    return Checked(
+        nproc_per_node=nproc,
+        nodes=_parsed(values, "nnodes", grammar.nnodes),
+        max_restarts=int(values["max_restarts"]),
+        rdzv_backend=values["rdzv_backend"],
+        endpoint=_parsed(values, "rdzv_endpoint", grammar.endpoint)
+        if values["rdzv_endpoint"]
+        else None,
+        rdzv_id=values["rdzv_id"],
+        rdzv_conf=values["rdzv_conf"],
+        local_addr=_local_addr(values),
+    )
+
+
+def check_build_values(explicit: Mapping[str, str], torchrun_args: Sequence[str]) -> None:
+    """What the build checks of a binary's BUILD settings: `check`, alone (a cluster description
+    or PET_* variable may still complete them at run time)."""
+    check(given(explicit, "BUILD", {}, single_machine()), torchrun_args)
+
+
+def resolve(
+    explicit: Mapping[str, str],
+    explicit_source: str,
+    torchrun_args: Sequence[str],
+    environ: Mapping[str, str],
+    cluster: Cluster,
+) -> TorchrunConfig:
+    """The launch's checked torchrun values: `given`, `check`, then the single-node decision."""
+    values = given(explicit, explicit_source, environ, cluster)
+    checked = check(values, torchrun_args)
+    min_nodes, max_nodes = checked.nodes
     if cluster.num_nodes > 1 and not min_nodes <= cluster.num_nodes <= max_nodes:
-        raise given.bad(
+        raise values.bad(
             "nnodes",
             f"{cluster.source} describes {cluster.num_nodes} nodes; make them agree, or leave"
             " nnodes unset to take the description's",
         )
-    if not _NUMBER.fullmatch(given["max_restarts"]):
-        raise given.bad("max_restarts", "use an int >= 0")
-    if given["rdzv_backend"] not in _RDZV_BACKENDS:
-        raise given.bad("rdzv_backend", f"use one of {', '.join(_RDZV_BACKENDS)}")
-    endpoint = given["rdzv_endpoint"]
-    match = _ENDPOINT.fullmatch(endpoint)
-    if endpoint and not (match and int(match["port"] or 0) <= 65535):
-        raise given.bad("rdzv_endpoint", "use HOST or HOST:PORT with PORT in 0..65535")
-    local = _ENDPOINT.fullmatch(given["local_addr"])
-    if given["local_addr"] and not (local and local["port"] is None):
-        raise given.bad("local_addr", "use this node's host name or IP address, without a port")
-    if not _RUN_ID.fullmatch(given["rdzv_id"]):
-        # torch elastic names files after it.
-        raise given.bad("rdzv_id", "use letters, digits, '.', '_' and '-' only")
-    conf = given["rdzv_conf"]
-    if conf and not all(_RDZV_CONF_ITEM.fullmatch(item) for item in conf.split(",")):
-        raise given.bad("rdzv_conf", "use KEY=VALUE pairs separated by commas")
-    _check_torchrun_args(torchrun_args)
-
-    backend, rdzv_id = given["rdzv_backend"], given["rdzv_id"]
-    local_addr, socket_ifname = given["local_addr"], ""
-    if not endpoint:
-        if backend != "c10d":
-            raise given.bad("rdzv_endpoint", f"rdzv_backend={backend} needs HOST:PORT")
-        if max_nodes > 1:
-            raise given.bad(
-                "rdzv_endpoint",
-                f"nnodes={given['nnodes']} needs the chief's HOST:PORT, or a cluster description"
-                " (TF_CONFIG, SLURM, Kubernetes' MASTER_ADDR)",
-            )
-        # As torchrun --standalone: a store on a free port of this host, and a fresh run id.
-        backend, endpoint = STANDALONE_BACKEND, f"{LOOPBACK}:0"
-        local_addr, socket_ifname = LOOPBACK, "lo"
-        if given.sources["rdzv_id"] == "default":
-            rdzv_id = uuid.uuid4().hex
+    standalone = checked.endpoint is None
+    if standalone and checked.rdzv_backend != "c10d":
+        raise values.bad("rdzv_endpoint", f"rdzv_backend={checked.rdzv_backend} needs HOST:PORT")
+    if standalone and max_nodes > 1:
+        raise values.bad(
+            "rdzv_endpoint",
+            f"nnodes={values['nnodes']} needs the chief's HOST:PORT, or a cluster description"
+            " (TF_CONFIG, SLURM, Kubernetes' MASTER_ADDR)",
+        )
+    host, port = checked.endpoint or ("", None)
+    # As torchrun --standalone: a fresh run id for a job of one node, unless one was given.
+    fresh_id = standalone and values.sources["rdzv_id"] == "default"
+    static_ranks = checked.rdzv_backend == "static" and cluster.num_nodes > 1
     return TorchrunConfig(
-        nproc_per_node=nproc,
+        nproc_per_node=checked.nproc_per_node,
         min_nodes=min_nodes,
         max_nodes=max_nodes,
-        max_restarts=int(given["max_restarts"]),
-        rdzv_backend=backend,
-        rdzv_endpoint=endpoint,
-        rdzv_id=rdzv_id,
-        rdzv_conf=conf,
+        max_restarts=checked.max_restarts,
+        rdzv_backend=checked.rdzv_backend,
+        rdzv_host=host,
+        rdzv_port=port,
+        rdzv_id=uuid.uuid4().hex if fresh_id else checked.rdzv_id,
+        rdzv_conf=checked.rdzv_conf
+        if standalone or checked.rdzv_backend != "c10d"
+        else _read_timeout_within_join_timeout(checked.rdzv_conf),
+        standalone=standalone,
         torchrun_args=tuple(torchrun_args),
-        local_addr=local_addr,
-        socket_ifname=socket_ifname,
+        local_addr=checked.local_addr,
         # The static backend ranks nodes by --node-rank; PET_NODE_RANK, if set, torchrun reads.
-        node_rank=cluster.node_rank
-        if backend == "static" and cluster.num_nodes > 1 and not environ.get("PET_NODE_RANK")
-        else None,
+        node_rank=cluster.node_rank if static_ranks and not environ.get("PET_NODE_RANK") else None,
     )
 
 
+def _parsed(values: Given, knob: str, parse: Callable[[str], _T]) -> _T:
+    try:
+        return parse(values[knob])
+    except ValueError as error:
+        raise values.bad(knob, str(error)) from None
+
+
+def _local_addr(values: Given) -> str:
+    if not values["local_addr"]:
+        return ""
+    host, port = _parsed(values, "local_addr", grammar.endpoint)
+    if port is not None:
+        raise values.bad("local_addr", "use this node's host name or IP address, without a port")
+    return host
+
+
+def _check_rdzv_conf(values: Given) -> None:
+    conf = values["rdzv_conf"]
+    items = [_RDZV_CONF_ITEM.fullmatch(item) for item in conf.split(",")] if conf else []
+    for item in items:
+        if item is None:
+            raise values.bad("rdzv_conf", "use KEY=VALUE pairs separated by commas")
+        key, value = item["key"], item["value"]
+        if key in RDZV_CONF_COUNTS and not (grammar.is_number(value) and int(value) > 0):
+            raise values.bad(
+                "rdzv_conf", f"{key}={value}: use a positive number of seconds or tries"
+            )
+
+
+def _read_timeout_within_join_timeout(conf: str) -> str:
+    """`conf`, with read_timeout set to a third of join_timeout where that is below torch's default
+    read timeout and the user set join_timeout but not read_timeout.
+
+    A node that is not the chief first connects to the chief's store, whatever join_timeout says:
+    torch's TCPStore tries for read_timeout, waits a growing random back-off, and tries once more
+    for up to read_timeout again, so a worker whose chief never comes fails after 1 to 2.5 times
+    read_timeout (60 s: up to about 150 s). A third keeps that within join_timeout. read_timeout
+    also bounds each blocking store read after the rendezvous (the workers' address, the rank
+    assignment), which nodes that have just joined together answer within a second or two; the
+    exit barrier sets a timeout of its own.
+    """
+    items = dict(item.split("=", 1) for item in conf.split(",")) if conf else {}
+    join = items.get("join_timeout")
+    if join is None or "read_timeout" in items:
+        return conf
+    read_timeout = max(1, int(join) // _JOIN_PER_READ_TIMEOUT)
+    if read_timeout >= _READ_TIMEOUT_DEFAULT:
+        return conf
+    return f"{conf},read_timeout={read_timeout}"
+
+
 def _from_cluster(cluster: Cluster) -> dict[str, str]:
-    """The knobs a multi-node description implies. The chief's endpoint is `localhost`: torch
+    """The settings a multi-node description implies. The chief's endpoint is `localhost`: torch
     decides whether this node hosts the store by its host name, and misses addresses on other
     interfaces than the host name's, so a chief given its own address waits for itself forever
     (pytorch#79388)."""
     if cluster.num_nodes == 1:
         return {}
     host = "localhost" if cluster.is_chief else cluster.chief.address
-    if ":" in host:
-        host = f"[{host}]"
     return {
         "nnodes": str(cluster.num_nodes),
-        "rdzv_endpoint": f"{host}:{cluster.port or DEFAULT_PORT}",
+        "rdzv_endpoint": grammar.join_endpoint(host, cluster.port or DEFAULT_PORT),
         "rdzv_id": cluster.job_id or "none",
     }
-
-
-def _nnodes(given: _Given) -> tuple[int, int]:
-    bounds = given["nnodes"].split(":")
-    if len(bounds) <= 2 and all(_NUMBER.fullmatch(b) and int(b) > 0 for b in bounds):
-        low, high = int(bounds[0]), int(bounds[-1])
-        if low <= high:
-            return low, high
-    raise given.bad("nnodes", 'use N or "MIN:MAX" with 0 < MIN <= MAX')
 
 
 def _check_torchrun_args(torchrun_args: Sequence[str]) -> None:

@@ -82,18 +82,17 @@ def python_path(path: Sequence[str]) -> str:
     return os.pathsep.join(dict.fromkeys(kept))
 
 
-def for_binary(kind: str, stub: str, shim: str, runfiles: BinaryRunfiles) -> WorkerEntry:
-    """The worker entry of a py_distributed_binary, `kind` being its worker_entry attribute."""
+def for_binary(kind: str, shim: str, runfiles: BinaryRunfiles) -> WorkerEntry:
+    """The worker entry of a py_distributed_binary whose runfiles are anchored at its stub, `kind`
+    being its worker_entry attribute."""
     if kind == "pythonpath":
         return with_python_path([shim], runfiles.child_env())
-    stub_path = runfiles.path(stub)
-    if stub_path is None:
-        raise UsageError(f"the binary's stub {stub} is not in its runfiles ({runfiles.found_by})")
-    return reentering(stub_path, runfiles)
+    return reentering(runfiles)
 
 
-def reentering(stub_path: str, runfiles: BinaryRunfiles) -> StubEntry:
-    """Workers re-enter the Bazel binary whose stub is at `stub_path`."""
+def reentering(runfiles: BinaryRunfiles) -> StubEntry:
+    """Workers re-enter the Bazel binary whose stub anchors `runfiles`."""
+    stub_path = runfiles.anchor
     # The Bazel stub finds its modules only from a runfiles tree beside or around itself.
     if not (os.path.isdir(stub_path + ".runfiles") or enclosing_runfiles_dir(stub_path)):
         raise UsageError(

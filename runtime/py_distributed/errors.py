@@ -25,11 +25,16 @@ def exit_code_of_worker(exitcode: int) -> int:
     return exit_code_of_signal(-exitcode) if exitcode < 0 else exitcode or 1
 
 
+def print_usage_error(name: str, error: UsageError) -> None:
+    """The one line of a bad input: `NAME: error: MESSAGE`."""
+    print(f"{name}: error: {error}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def exit_on_usage_error(name: str) -> Iterator[None]:
-    """Turns a UsageError into its one line, `NAME: error: MESSAGE`, and exit code EXIT_USAGE."""
+    """Turns a UsageError into its one line and exit code EXIT_USAGE."""
     try:
         yield
     except UsageError as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
+        print_usage_error(name, error)
         sys.exit(EXIT_USAGE)

@@ -26,18 +26,21 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
     RendezvousTimeout,
 )
 
-from py_distributed.config import LOOPBACK, STANDALONE_BACKEND
+# The backend's name, under which torch elastic finds it, and where it listens.
+BACKEND = "c10d-loopback"
+ADDRESS = "127.0.0.1"
+INTERFACE = "lo"  # for gloo and NCCL, which would otherwise take the host name's interface
 
 
 def register() -> None:
     """Makes the standalone backend known to torch elastic in this process, where torchrun runs."""
-    rendezvous_handler_registry.register(STANDALONE_BACKEND, _create_handler)
+    rendezvous_handler_registry.register(BACKEND, _create_handler)
 
 
 def _store(timeout: timedelta) -> TCPStore:
-    listener = socket.create_server((LOOPBACK, 0))
+    listener = socket.create_server((ADDRESS, 0))
     return TCPStore(
-        LOOPBACK,
+        ADDRESS,
         listener.getsockname()[1],
         is_master=True,
         multi_tenant=True,
@@ -51,7 +54,7 @@ class _LoopbackBackend(C10dRendezvousBackend):
 
     @property
     def name(self) -> str:
-        return STANDALONE_BACKEND
+        return BACKEND
 
 
 class _LoopbackHandler(DynamicRendezvousHandler):
@@ -77,46 +80,36 @@ class _LoopbackHandler(DynamicRendezvousHandler):
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The rdzv_conf values this backend reads, as torch's c10d handler reads them."""
+class _Settings:
+    """The rdzv_conf values this backend reads, as torch's c10d handler reads them
+    (dynamic_rendezvous.create_handler); `config` has checked them before any worker starts."""
 
     read_timeout: timedelta
     timeout: RendezvousTimeout
     keep_alive_interval: int
     keep_alive_max_attempt: int
 
+    @classmethod
+    def of(cls, params: RendezvousParameters) -> "_Settings":
+        def seconds(key: str) -> timedelta | None:
+            value = params.get_as_int(key)
+            return None if value is None else timedelta(seconds=value)
 
-def settings(params: RendezvousParameters) -> Settings:
-    """Reads rdzv_conf (dynamic_rendezvous.create_handler's keys); ValueError on a bad value.
-
-    Called before any worker starts, so that a bad value is a usage error, not a traceback.
-    """
-
-    def positive(key: str) -> int | None:
-        value = params.get_as_int(key)
-        if value is not None and value <= 0:
-            raise ValueError(f"rdzv_conf {key}={value}: use a positive number of seconds or tries")
-        return value
-
-    def seconds(key: str) -> timedelta | None:
-        value = positive(key)
-        return None if value is None else timedelta(seconds=value)
-
-    return Settings(
-        seconds("read_timeout") or timedelta(seconds=60),
-        RendezvousTimeout(
-            seconds("join_timeout"),
-            seconds("last_call_timeout"),
-            seconds("close_timeout"),
-            seconds("heartbeat_timeout"),
-        ),
-        positive("keep_alive_interval") or 5,
-        positive("keep_alive_max_attempt") or 3,
-    )
+        return cls(
+            seconds("read_timeout") or timedelta(seconds=60),
+            RendezvousTimeout(
+                seconds("join_timeout"),
+                seconds("last_call_timeout"),
+                seconds("close_timeout"),
+                seconds("heartbeat_timeout"),
+            ),
+            params.get_as_int("keep_alive_interval") or 5,
+            params.get_as_int("keep_alive_max_attempt") or 3,
+        )
 
 
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
-    conf = settings(params)
+    conf = _Settings.of(params)
     store = _store(conf.read_timeout)
     handler = _LoopbackHandler.from_backend(
         params.run_id,

@@ -8,13 +8,16 @@ job hangs. So the launcher finds an address off loopback that this machine holds
 gloo and NCCL to it.
 """
 
+import dataclasses
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psutil
 
 from py_distributed.cluster import Cluster
+from py_distributed.config import TorchrunConfig
 from py_distributed.errors import UsageError
 
 # The variables gloo and NCCL read for the interface of their sockets.
@@ -30,6 +33,18 @@ class NodeAddress:
     @property
     def is_loopback(self) -> bool:
         return _ip(self.address).is_loopback
+
+
+def pinned(config: TorchrunConfig, cluster: Cluster, environ: Mapping[str, str]) -> TorchrunConfig:
+    """`config` with this node's address and interface, where other nodes must reach it."""
+    if not config.multi_node:
+        return config
+    if config.local_addr and any(environ.get(name) for name in IFNAME_VARIABLES):
+        return config  # the user chose both, e.g. an address behind NAT that no interface holds
+    node = find(cluster, config.rdzv_host, config.local_addr)
+    return dataclasses.replace(
+        config, local_addr=config.local_addr or node.address, socket_ifname=node.interface
+    )
 
 
 def find(cluster: Cluster, rdzv_host: str, local_addr: str) -> NodeAddress:

@@ -21,12 +21,7 @@ class BinaryRunfiles:
 
     runfiles: runfiles.Runfiles
     found_by: str  # what led to them, for messages
-
-    def path(self, rlocation: str) -> str | None:
-        """The real path of a runfile given by its canonical runfiles path, or None."""
-        # source_repo="": the paths here are canonical, so no caller-based repo mapping applies.
-        found = self.runfiles.Rlocation(rlocation, source_repo="")
-        return found if found and os.path.exists(found) else None
+    anchor: str  # the real path of the file they were located by
 
     def child_env(self) -> dict[str, str | None]:
         """Runfiles variables for child processes; None for one they must not inherit."""
@@ -46,12 +41,14 @@ def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRun
     tried = []
     for found_by, make in _candidates(environ, main_file):
         try:
-            candidate = BinaryRunfiles(make(), found_by)
+            files = make()
         except OSError:
             tried.append(found_by)
             continue
-        if candidate.path(anchor):
-            return candidate
+        # source_repo="": the paths here are canonical, so no caller-based repo mapping applies.
+        found = files.Rlocation(anchor, source_repo="")
+        if found and os.path.exists(found):
+            return BinaryRunfiles(files, found_by, found)
         tried.append(found_by)
     where = ", ".join(tried) or "no RUNFILES_MANIFEST_FILE, no RUNFILES_DIR, no enclosing .runfiles"
     raise UsageError(
@@ -63,15 +60,18 @@ def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRun
 def tree_running(main_file: str) -> BinaryRunfiles | None:
     """The runfiles tree that `main_file` runs from; None outside Bazel."""
     tree = enclosing_runfiles_dir(main_file)
-    return _tree_runfiles(tree, main_file) if tree else None
+    return _tree_runfiles(tree, main_file, main_file) if tree else None
 
 
-def _tree_runfiles(tree: str, main_file: str) -> BinaryRunfiles:
-    return BinaryRunfiles(runfiles.CreateDirectoryBased(tree), f"the tree around {main_file}")
+def _tree_runfiles(tree: str, main_file: str, anchor: str) -> BinaryRunfiles:
+    return BinaryRunfiles(
+        runfiles.CreateDirectoryBased(tree), f"the tree around {main_file}", anchor
+    )
 
 
-def binary_running(main_file: str) -> tuple[str, BinaryRunfiles] | None:
-    """The stub and runfiles of the Bazel binary whose main is `main_file`; None outside Bazel.
+def binary_running(main_file: str) -> BinaryRunfiles | None:
+    """The runfiles of the Bazel binary whose main is `main_file`, anchored at its stub; None
+    outside Bazel.
 
     For a plain py_binary, whose stub's runfiles path no rule wrote down: the stub of
     `<dir>/<name>.runfiles` is `<dir>/<name>`, or, in a tree copied on its own, `<name>` in the
@@ -84,7 +84,7 @@ def binary_running(main_file: str) -> tuple[str, BinaryRunfiles] | None:
     package = os.path.dirname(os.path.relpath(os.path.abspath(main_file), tree))
     for stub in (tree.removesuffix(".runfiles"), os.path.join(tree, package, name)):
         if os.path.isfile(stub) and os.access(stub, os.X_OK):
-            return stub, _tree_runfiles(tree, main_file)
+            return _tree_runfiles(tree, main_file, stub)
     raise UsageError(
         f"{main_file} runs from the runfiles tree {tree}, which has no stub {name} beside it or in"
         " its package; start workers with PYTHONPATH (set_python_path_in_subprocess=True)"

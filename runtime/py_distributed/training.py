@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from py_distributed import config, entry, runfiles_env, worker
+from py_distributed import entry, launcher, runfiles_env, worker
 from py_distributed.cluster import Cluster, machine_from_env
 from py_distributed.errors import UsageError, exit_on_usage_error
 
@@ -76,21 +76,23 @@ def maybe_run_training(
 
     name = os.path.basename(sys.argv[0]) if module_name == "__main__" else module_name
     with exit_on_usage_error(name):
-        worker.refuse_foreign_worker()
         cluster = machine_from_env()
         if is_chief and not cluster.is_chief:
             raise UsageError(
                 f"is_chief=True, but {cluster.source} makes this node rank {cluster.node_rank};"
                 " fix the description, or drop is_chief"
             )
-        explicit = _explicit(nproc_per_node, num_nodes, cluster)
-        torchrun_config = config.for_this_node(explicit, _SOURCE, (), os.environ, cluster)
-        start = _worker_entry(module_name, set_python_path_in_subprocess)
         payload = _pickled(training_kwargs)
-        from py_distributed import launcher
-
-        launch = launcher.prepare(torchrun_config, start, sys.argv[1:], {KWARGS_ENV: payload})
-    status = launcher.run(launch, name=name)
+    job = launcher.Job(
+        name,
+        _explicit(nproc_per_node, num_nodes, cluster),
+        _SOURCE,
+        lambda: _worker_entry(module_name, set_python_path_in_subprocess),
+        sys.argv[1:],
+        environment={KWARGS_ENV: payload},
+        cluster=cluster,
+    )
+    status = launcher.launch(job)
     if status:
         sys.exit(status)
 
@@ -120,7 +122,7 @@ def _worker_entry(module_name: str, python_path: bool) -> entry.WorkerEntry:
         return entry.with_python_path(_target(module_name), tree.child_env() if tree else {})
     binary = runfiles_env.binary_running(main_file) if main_file else None
     if binary is not None:
-        return entry.reentering(*binary)
+        return entry.reentering(binary)
     return entry.InterpreterEntry(tuple(_target(module_name)), {})
 
 

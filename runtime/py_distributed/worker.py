@@ -3,6 +3,7 @@
 import atexit
 import contextlib
 import ctypes
+import faulthandler
 import os
 import runpy
 import signal
@@ -12,39 +13,26 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
-from py_distributed.errors import UsageError, exit_code_of_signal
+from py_distributed.errors import exit_code_of_signal
+from py_distributed.launcher import LAUNCHER_PID_ENV, RUN_ID_ENV
 
-# Set by the launcher for its workers, to the torchrun run id. torchrun gives every worker
-# TORCHELASTIC_RUN_ID, so a worker is a process whose two values agree. WORLD_SIZE/RANK alone prove
-# nothing: schedulers such as Kubeflow's PyTorchJob set them on the launcher's pod too.
-RUN_ID_ENV = "PY_DISTRIBUTED_RUN_ID"
-# The launcher's pid: torch elastic runs in the launcher, which starts every worker.
-LAUNCHER_PID_ENV = "PY_DISTRIBUTED_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+# The signal on which a worker writes the Python stacks of all its threads into its file in
+# STACKS_DIR_ENV, for the launcher to print when it is told to stop (`py_distributed.signals`).
+# It is the worker's constant because the worker must have it free: Linux leaves real-time signals
+# to applications (glibc keeps those below SIGRTMIN), no library of a training job that we know of
+# takes this one, and SIGUSR1/SIGUSR2 stay the user's, for preemption. Linux only (SIGRTMIN).
+DUMP_SIGNAL: int | None = signal.SIGRTMIN + 6 if sys.platform.startswith("linux") else None
+# Set by the launcher, to a directory of its own: each of its workers writes its stacks there, in
+# `stacks_file(directory, pid)`. Its children that carry the directory are its workers.
+STACKS_DIR_ENV = "PY_DISTRIBUTED_STACKS_DIR"
 
 
 def is_distributed_worker(environ: Mapping[str, str] = os.environ) -> bool:
     """True in a worker that a py_distributed launcher started, False in the launcher itself."""
     run_id = environ.get(RUN_ID_ENV, "")
     return bool(run_id) and environ.get("TORCHELASTIC_RUN_ID") == run_id
-
-
-def is_foreign_worker(environ: Mapping[str, str] = os.environ) -> bool:
-    """True in a worker of a torchrun other than the launcher whose marker it carries.
-
-    Launching again there would nest one job per worker, at every level.
-    """
-    run_id = environ.get(RUN_ID_ENV, "")
-    return bool(run_id) and environ.get("TORCHELASTIC_RUN_ID", run_id) != run_id
-
-
-def refuse_foreign_worker() -> None:
-    """Raises UsageError in a worker of a launch other than the one whose marker it carries."""
-    if is_foreign_worker():
-        raise UsageError(
-            f"{RUN_ID_ENV} and TORCHELASTIC_RUN_ID disagree: this is a worker of another"
-            " launch; start the binary outside it, or unset both"
-        )
 
 
 def run_main(path: str, args: Sequence[str]) -> NoReturn:
@@ -59,7 +47,34 @@ def run(work: Callable[[], object]) -> NoReturn:
     """Runs `work` in this worker and exits with its status: 0 when it returns, SystemExit's code,
     or 1 with the traceback recorded for the launcher when it raises."""
     _die_with_launcher()
+    _answer_stack_requests()
     _exit(_status_of(work))
+
+
+def stacks_file(directory: str, pid: int) -> str:
+    """Where the worker with `pid` writes its stacks, in the launcher's STACKS_DIR_ENV."""
+    return os.path.join(directory, f"{pid}.stacks")
+
+
+def _answer_stack_requests() -> None:
+    """Has this worker write the Python stacks of all its threads to its file in STACKS_DIR_ENV
+    when it gets DUMP_SIGNAL, so that a job told to stop shows where each rank was.
+
+    faulthandler's handler is C: it answers while the main thread is stuck in a collective or in
+    C++, and each line is in the file (a write(2) to it) before the handler returns, so the launcher
+    reads whole stacks even when it SIGKILLs this worker right after. The file exists from here on:
+    the launcher sends DUMP_SIGNAL only to workers that have one, as its default action would kill.
+    """
+    directory = os.environ.get(STACKS_DIR_ENV, "")
+    if DUMP_SIGNAL is None or not directory:
+        return
+    try:
+        # faulthandler keeps the file object, so its descriptor, for as long as it is registered.
+        stacks = open(stacks_file(directory, os.getpid()), "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as error:
+        print(f"py_distributed: no stacks on stop: {error}", file=sys.stderr)
+        return
+    faulthandler.register(DUMP_SIGNAL, file=stacks, all_threads=True, chain=False)
 
 
 def _die_with_launcher() -> None:
@@ -123,7 +138,16 @@ def _record(error: BaseException) -> None:
     if error_file:
         from torch.distributed.elastic.multiprocessing.errors import get_error_handler
 
-        get_error_handler().record_exception(error)
+        # torch's handler writes the file in place. The other ranks fail too and are stopped at
+        # once, some while writing: torch elastic's launcher then fails reading the half-written
+        # file (JSONDecodeError in ProcessFailure) and reports nothing. Renamed, it is whole.
+        partial = f"{error_file}.partial"
+        os.environ["TORCHELASTIC_ERROR_FILE"] = partial  # where torch's handler writes
+        try:
+            get_error_handler().record_exception(error)
+        finally:
+            os.environ["TORCHELASTIC_ERROR_FILE"] = error_file
+        os.replace(partial, error_file)
 
 
 def _exit(code: int) -> NoReturn:

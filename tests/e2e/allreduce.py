@@ -24,6 +24,7 @@ def main() -> None:
     dist.all_reduce(total)
     assert int(total.item()) == world == int(os.environ["WORLD_SIZE"]), (total, world)
 
+    print(f"allreduce: rank {rank} of {world}: sum {int(total.item())}")
     probe_dir = os.environ.get("PROBE_DIR")
     if probe_dir:
         report = {
@@ -37,6 +38,7 @@ def main() -> None:
             "master_addr": os.environ["MASTER_ADDR"],
             "group_rank": int(os.environ["GROUP_RANK"]),
             "gloo_socket_ifname": os.environ.get("GLOO_SOCKET_IFNAME", ""),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
         }
         path = os.path.join(probe_dir, f"rank{rank}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as f:

@@ -5,8 +5,8 @@ kwargs it received. The kwargs include the pid of the process that evaluated the
 if they travelled from it, a worker's own if the worker re-evaluated them as the seed's did.
 PROBE_FAIL_RANK=R with PROBE_FAIL_CODE=N|raise makes rank R fail; PROBE_NPROC sets nproc_per_node;
 PROBE_PYTHONPATH=1 sets set_python_path_in_subprocess; PROBE_IS_CHIEF=1 passes is_chief=True;
-PROBE_MODULE is module_name (default: __name__). The launcher prints which of the workers'
-variables it still has once maybe_run_training returns.
+PROBE_MODULE is module_name (default: __name__). The launcher prints which variables of its
+environment maybe_run_training changed, once it returns or raises.
 """
 
 import json
@@ -49,25 +49,32 @@ def train(**kwargs: object) -> None:
         sys.exit(int(os.environ["PROBE_FAIL_CODE"]))
 
 
+def changed(before: dict[str, str]) -> list[str]:
+    """The variables whose value differs from `before`'s, added and removed ones included."""
+    return sorted(k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k))
+
+
 if __name__ == "__main__":
     if not is_distributed_worker():
         print("seed_api: launcher", file=sys.stderr, flush=True)
-    maybe_run_training(
-        train,
-        os.environ.get("PROBE_MODULE", __name__),
-        nproc_per_node=int(os.environ.get("PROBE_NPROC", "2")),
-        set_python_path_in_subprocess=os.environ.get("PROBE_PYTHONPATH") == "1",
-        is_chief=os.environ.get("PROBE_IS_CHIEF") == "1",
-        evaluated_by=os.getpid(),
-        lr=0.5,
-        tiny=1e-300,
-        epochs=3,
-        verbose=True,
-        resume=None,
-        name="a b=c\n--d ü",
-        layers=[64, 32],
-        schedule={"warmup": 1, "decay": (0.1, None)},
-    )
-    # Only the launcher returns, with its environment as it was before the workers'.
-    ours = ("PY_DISTRIBUTED_", "GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
-    print(f"seed_api: returned, leaving {sorted(k for k in os.environ if k.startswith(ours))}")
+    before = dict(os.environ)
+    try:
+        maybe_run_training(
+            train,
+            os.environ.get("PROBE_MODULE", __name__),
+            nproc_per_node=int(os.environ.get("PROBE_NPROC", "2")),
+            set_python_path_in_subprocess=os.environ.get("PROBE_PYTHONPATH") == "1",
+            is_chief=os.environ.get("PROBE_IS_CHIEF") == "1",
+            evaluated_by=os.getpid(),
+            lr=0.5,
+            tiny=1e-300,
+            epochs=3,
+            verbose=True,
+            resume=None,
+            name="a b=c\n--d ü",
+            layers=[64, 32],
+            schedule={"warmup": 1, "decay": (0.1, None)},
+        )
+    finally:
+        # Only the launcher gets here, returning or raising SystemExit: workers end in os._exit.
+        print(f"seed_api: environment changed: {changed(before)}", flush=True)

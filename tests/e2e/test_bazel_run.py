@@ -5,6 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from bazel_harness import BIN, ROOT, bazel, reports, run
 
@@ -133,34 +134,56 @@ def test_pet_variables_override_build_values(built, probe_dir):
     assert [r["world_size"] for r in reports(probe_dir)] == [3, 3, 3]
 
 
-def test_binary_copied_away_from_its_runfiles_is_refused(built, tmp_path):
-    lone = tmp_path / "allreduce"
-    shutil.copy(BIN / STUB, lone)
-    done = run([lone], cwd=tmp_path, env={"RUNFILES_DIR": "", "RUNFILES_MANIFEST_FILE": ""})
-    assert done.returncode != 0
-    assert "Cannot find .runfiles directory" in done.stdout
-
-
-def test_the_script_is_an_unmodified_torchrun_script(probe_dir):
-    # The same file under plain torchrun, with no Bazel and no py_distributed around it.
-    script = ROOT / "tests/e2e/allreduce.py"
-    done = run(
-        [
-            "python3",
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            script,
-            "t",
-        ],
-        env={"PROBE_DIR": str(probe_dir)},
-    )
-    assert done.returncode == 0, done.stdout
-    assert [(r["sum"], r["argv"]) for r in reports(probe_dir)] == [(2, ["t"]), (2, ["t"])]
-
-
 def test_bazel_test_runs_ranks_in_the_network_blocked_sandbox(built):
     done = bazel("test", "//tests/e2e:sandbox_test")
     assert done.returncode == 0, done.stdout
-    assert "1 test passes" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("define", "world", "through_pythonpath"), [([], 2, False), (["--define=size=big"], 3, True)]
+)
+def test_every_setting_takes_a_select(built, probe_dir, define, world, through_pythonpath):
+    target = "//tests/e2e:allreduce_selected"
+    env = {"PROBE_DIR": str(probe_dir), "PY_DISTRIBUTED_VERBOSE": "1"}
+    done = bazel("run", *define, target, env=env)
+    assert done.returncode == 0, done.stdout
+    found = reports(probe_dir)
+    assert [r["world_size"] for r in found] == [world] * world
+    launch = next(line for line in done.stdout.splitlines() if ": torchrun --" in line)
+    assert ("--no-python" not in launch) == through_pythonpath, launch  # worker_entry
+    for flag in ["--max-restarts=1", "--rdzv-conf=join_timeout=30", "--monitor-interval=0.2"]:
+        assert (flag in launch) == through_pythonpath, launch
+
+
+def worker_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("[rank")]
+
+
+def test_a_launch_reads_as_one_banner_then_rank_labelled_worker_lines(built, probe_dir):
+    done = run([BIN / STUB], env={"PROBE_DIR": str(probe_dir)})
+    assert done.returncode == 0, done.stdout
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    banner = f"//{STUB[: STUB.rfind('/')]}:allreduce: 2 workers x 1 node, CPU (gloo),"
+    assert done.stdout.splitlines()[0].startswith(banner), done.stdout
+    assert f"OMP_NUM_THREADS={threads} (" in done.stdout.splitlines()[0]
+    assert sorted(worker_lines(done.stdout)) == [
+        "[rank0]: allreduce: rank 0 of 2: sum 2",
+        "[rank1]: allreduce: rank 1 of 2: sum 2",
+    ], done.stdout
+    assert "torchrun --" not in done.stdout and "OMP_NUM_THREADS environment" not in done.stdout
+    assert [r["omp_num_threads"] for r in reports(probe_dir)] == [str(threads)] * 2
+
+
+def test_the_users_choices_of_threads_ranks_shown_and_verbosity_are_kept(built, probe_dir):
+    env = {
+        "PROBE_DIR": str(probe_dir),
+        "OMP_NUM_THREADS": "3",
+        "PET_LOCAL_RANKS_FILTER": "1",
+        "PY_DISTRIBUTED_VERBOSE": "1",
+    }
+    done = run([BIN / STUB], env=env)
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.splitlines()[0].endswith(", OMP_NUM_THREADS=3"), done.stdout
+    assert worker_lines(done.stdout) == ["[rank1]: allreduce: rank 1 of 2: sum 2"], done.stdout
+    assert "allreduce: torchrun --nproc-per-node=2 " in done.stdout
+    assert [r["omp_num_threads"] for r in reports(probe_dir)] == ["3", "3"]

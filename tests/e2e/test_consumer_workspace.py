@@ -1,83 +1,98 @@
-"""Another workspace uses the ruleset as README says (WORKSPACE), and gets loading-time errors."""
+"""Another workspace uses the ruleset as README says (WORKSPACE, and its `pip install` line in a
+fresh virtualenv), and gets the loading-time error of a `main` missing from `srcs`."""
 
+import os
+import re
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
-from bazel_harness import ROOT, reports, run
-
-WORKSPACE = f"""
-workspace(name = "consumer")
-
-local_repository(name = "rules_py_distributed", path = "{ROOT}")
-
-load("@rules_py_distributed//tools/bazel4_offline:repositories.bzl", "bazel4_offline_repositories")
-
-bazel4_offline_repositories(path = "{ROOT}/tools/bazel4_offline")
-
-load("@rules_py_distributed//rules:repositories.bzl", "py_distributed_dependencies")
-
-py_distributed_dependencies()
-"""
+from bazel_harness import ROOT, reports, run, scratch_workspace
 
 JOB = """
 load("@rules_py_distributed//rules:defs.bzl", "py_distributed_binary")
 
 py_distributed_binary(
     name = "job",
-    srcs = ["allreduce.py"],
+    srcs = ["allreduce.py", "job.py"],
+    main = "job.py",
     nproc_per_node = 2,
     deps = ["@py_distributed_pypi//torch"],
 )
 """
 
-BAD = {
-    "nproc_per_node = 0": "nproc_per_node = 0; use an int in 1..1024 or one of auto, cpu, gpu, xpu",
-    'nproc_per_node = "abc"': 'nproc_per_node = "abc"; use an int in 1..1024',
-    "nproc_per_node = 5000": "nproc_per_node = 5000; use an int in 1..1024",
-    'nnodes = "3:1"': 'nnodes = "3:1"; use None, a positive int or "MIN:MAX"',
-    "max_restarts = -1": "max_restarts = -1; use an int >= 0",
-    'rdzv_backend = "zk"': 'rdzv_backend = "zk"; use one of c10d, etcd, etcd-v2, static',
-    'rdzv_endpoint = "h:70000"': 'rdzv_endpoint = "h:70000"; use "" or "HOST[:PORT]"',
-    'rdzv_endpoint = "h:"': 'rdzv_endpoint = "h:"; use "" or "HOST[:PORT]"',
-    'rdzv_conf = {"timeout": "1,2"}': 'rdzv_conf = {"timeout": "1,2"}; use a dict like',
-    'worker_entry = "fork"': 'worker_entry = "fork"; use one of pythonpath, stub',
-    'main = "missing.py"': 'main = "missing.py" is not in srcs; add it to srcs',
-    'rdzv_conf = {"join-timeout": "1"}': 'rdzv_conf = {"join-timeout": "1"}; use a dict like',
-    'rdzv_endpoint = "[zz]:1"': 'rdzv_endpoint = "[zz]:1"; use "" or "HOST[:PORT]"',
-}
+# The consumer's main: notes which Python runs each worker, then is the all-reduce probe.
+JOB_MAIN = """
+import os, runpy, sys
+
+with open(os.path.join(os.environ["PROBE_DIR"], "prefix" + os.environ["RANK"]), "w") as f:
+    f.write(sys.prefix)
+runpy.run_path(os.path.join(os.path.dirname(__file__), "allreduce.py"), run_name="__main__")
+"""
+
+MISSING_MAIN = """
+load("@rules_py_distributed//rules:defs.bzl", "py_distributed_binary")
+
+py_distributed_binary(
+    name = "missing",
+    srcs = ["allreduce.py"],
+    main = "missing.py",
+    deps = ["@py_distributed_pypi//torch"],
+)
+"""
+
+
+def readme_pip_packages() -> list[str]:
+    """The packages README's WORKSPACE section tells a user to `pip install`."""
+    (command,) = re.findall(r"`pip install ([^`]+)`", (ROOT / "README.md").read_text("utf-8"))
+    return command.split()
+
+
+@pytest.fixture(scope="module")
+def readme_python(tmp_path_factory) -> Path:
+    """A fresh virtualenv holding exactly README's packages, at the lock's versions (so pip's
+    cache serves them); its bin directory."""
+    venv = tmp_path_factory.mktemp("readme_venv")
+    done = run([sys.executable, "-m", "venv", venv], timeout=120)
+    assert done.returncode == 0, done.stdout
+    pip = [venv / "bin/python3", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    lock = ["-c", ROOT / "requirements_lock.txt"]
+    done = run([*pip, *lock, *readme_pip_packages()], timeout=600)
+    assert done.returncode == 0, done.stdout
+    return venv / "bin"
 
 
 @pytest.fixture(scope="module")
 def consumer(tmp_path_factory):
     """A scratch workspace with its own Bazel server, shut down afterwards."""
-    path = tmp_path_factory.mktemp("consumer")
-    (path / "WORKSPACE").write_text(WORKSPACE)
-    (path / "BUILD.bazel").write_text(JOB)
+    packages = {"": JOB, "missing": MISSING_MAIN}
+    path = scratch_workspace(tmp_path_factory.mktemp("consumer"), packages)
+    (path / "job.py").write_text(JOB_MAIN)
     shutil.copy(ROOT / "tests/e2e/allreduce.py", path)
-    (path / ".bazelrc").write_text((ROOT / ".bazelrc").read_text())
-    for i, attribute in enumerate(BAD):
-        (path / f"bad{i}").mkdir()
-        (path / f"bad{i}" / "BUILD.bazel").write_text(
-            JOB.replace("nproc_per_node = 2", attribute).replace('"job"', f'"bad{i}"')
-        )
     yield path
     run(["bazel", "shutdown"], cwd=path)
 
 
-def test_macro_from_another_workspace_runs_two_ranks(consumer, probe_dir):
+def test_macro_from_another_workspace_runs_two_ranks(consumer, readme_python, probe_dir):
+    # Bazel's Python toolchain runs the first `python3` on PATH; .bazelrc hands PATH to actions.
     done = run(
         ["bazel", "run", "//:job", "--", "from consumer"],
         cwd=consumer,
-        env={"PROBE_DIR": str(probe_dir)},
+        env={
+            "PATH": f"{readme_python}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": "",
+            "PROBE_DIR": str(probe_dir),
+        },
     )
     assert done.returncode == 0, done.stdout
     assert [(r["sum"], r["argv"]) for r in reports(probe_dir)] == [(2, ["from consumer"])] * 2
+    prefixes = {Path(p.read_text()).resolve() for p in probe_dir.glob("prefix*")}
+    assert prefixes == {readme_python.parent.resolve()}
 
 
-@pytest.mark.parametrize(("index", "attribute"), list(enumerate(BAD)))
-def test_bad_attribute_fails_at_loading_time_naming_target_and_fix(consumer, index, attribute):
-    done = run(["bazel", "build", f"//bad{index}:all"], cwd=consumer)
+def test_main_not_in_srcs_fails_at_loading_time_naming_target_and_fix(consumer):
+    done = run(["bazel", "build", "//missing:all"], cwd=consumer)
     assert done.returncode != 0
-    assert f'py_distributed_binary(name = "bad{index}"): {BAD[attribute]}' in done.stdout, (
-        done.stdout
-    )
+    message = 'py_distributed_binary(name = "missing"): main = "missing.py" is not in srcs;'
+    assert f"{message} add it to srcs" in done.stdout, done.stdout

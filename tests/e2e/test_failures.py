@@ -52,7 +52,7 @@ def test_failing_rank_sets_exit_code_and_its_traceback_is_shown_once_with_its_ra
     code, out = finish(launch(probe_dir, run_id, fail_rank=1, fail_code="raise"))
     assert code == 1, out
     assert out.count("RuntimeError: probe failure on rank 1") == 1, out
-    assert "rank      : 1 (local_rank: 1)" in out
+    assert "root cause: rank 1 exited with code 1 (local rank 1, " in out
 
 
 def test_failing_rank_exit_code_is_the_jobs(probe_dir, run_id):
@@ -68,12 +68,17 @@ def test_transient_failure_recovers_with_max_restarts(probe_dir, run_id, monkeyp
 
 
 def test_rank_stuck_and_deaf_to_sigterm_is_killed_in_bounded_time(probe_dir, run_id):
-    # Rank 1 ignores SIGTERM and never returns, as a rank stuck in C++ would; rank 0 fails.
-    started = time.monotonic()
-    code, out = finish(launch(probe_dir, run_id, stuck_rank=1, fail_rank=0, fail_code=5))
-    assert code == 5, out
-    # Rank 1 outlived SIGTERM: torch elastic's 30 s grace, then SIGKILL, and no longer.
-    assert 25 < time.monotonic() - started < 45
+    # Rank 1 ignores SIGTERM and never returns, as a rank stuck in C++ would; rank 0 fails as
+    # soon as both have reported.
+    proc = launch(probe_dir, run_id, stuck_rank=1, fail_rank=0, fail_code=5)
+    reported = wait_for(lambda: len(reports(probe_dir)) == 2, timeout=120, step=0.05)
+    failed = time.monotonic()
+    code, out = finish(proc)
+    assert reported and code == 5, out
+    # Rank 1 outlived SIGTERM and was killed shutdown_timeout (default 5 s) after rank 0 failed,
+    # not after torch elastic's fixed 30 s; 10 s more for a loaded 2-core machine. The run_id
+    # fixture then checks that no process of the run is left.
+    assert time.monotonic() - failed < 5 + 10, out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
@@ -142,73 +147,54 @@ def test_user_strings_never_reach_a_shell(probe_dir, tmp_path, run_id):
     assert not marker.exists()
 
 
+# One case per source of bad input, each taking a different path to the one error line; the
+# unit tests hold the grammar of every knob. Each message part is one the runtime keeps: the knob,
+# the value as given, and where it came from.
 BAD_INPUTS = [
-    (
-        "PET_NPROC_PER_NODE",
-        "0",
-        "nproc_per_node='0' (from PET_NPROC_PER_NODE): use an int in 1..1024",
+    pytest.param(  # a knob's grammar, from PET_*
+        {"PET_NPROC_PER_NODE": "0"},
+        ["nproc_per_node='0'", "(from PET_NPROC_PER_NODE)"],
+        id="knob-grammar",
     ),
-    ("PET_NPROC_PER_NODE", "-1", "nproc_per_node='-1'"),
-    ("PET_NPROC_PER_NODE", "abc", "nproc_per_node='abc'"),
-    ("PET_NPROC_PER_NODE", "100000", "nproc_per_node='100000'"),
-    ("PET_NPROC_PER_NODE", "1.5", "nproc_per_node='1.5'"),
-    ("PET_NPROC_PER_NODE", " 2", "nproc_per_node=' 2'"),
-    ("PET_NPROC_PER_NODE", "gpu", "nproc_per_node='gpu': no CUDA device is visible"),
-    ("PET_NNODES", "0", "nnodes='0' (from PET_NNODES): use N or \"MIN:MAX\""),
-    ("PET_NNODES", "3:1", "nnodes='3:1'"),
-    ("PET_NNODES", "x", "nnodes='x'"),
-    ("PET_NNODES", "1:2:3", "nnodes='1:2:3'"),
-    ("PET_NNODES", ":", "nnodes=':'"),
-    ("PET_NNODES", "2", "rdzv_endpoint='' (from default): nnodes=2 needs the chief's HOST:PORT"),
-    (
-        "PET_RDZV_BACKEND",
-        "static",
-        "rdzv_endpoint='' (from default): rdzv_backend=static needs HOST:PORT",
+    pytest.param(  # a decision across knobs: more than one node needs an endpoint
+        {"PET_NNODES": "2"},
+        ["rdzv_endpoint=''", "nnodes"],
+        id="cross-knob",
     ),
-    ("PET_MAX_RESTARTS", "²", "max_restarts='²'"),
-    ("PET_MAX_RESTARTS", "-1", "max_restarts='-1' (from PET_MAX_RESTARTS): use an int >= 0"),
-    ("PET_MAX_RESTARTS", "many", "max_restarts='many'"),
-    (
-        "PET_RDZV_BACKEND",
-        "zookeeper",
-        "rdzv_backend='zookeeper' (from PET_RDZV_BACKEND): use one of",
+    pytest.param(  # torchrun's own argument parser
+        {"PET_MONITOR_INTERVAL": "abc"},
+        ["--monitor-interval", "'abc'"],
+        id="torchrun-parser",
     ),
-    ("PET_RDZV_ENDPOINT", "host:99999", "rdzv_endpoint='host:99999' (from PET_RDZV_ENDPOINT)"),
-    ("PET_RDZV_ENDPOINT", "a:b:c", "rdzv_endpoint='a:b:c'"),
-    ("PET_RDZV_ENDPOINT", ":29400", "rdzv_endpoint=':29400'"),
-    ("PET_RDZV_ENDPOINT", "host:", "rdzv_endpoint='host:'"),
-    ("PET_RDZV_CONF", "timeout", "rdzv_conf='timeout' (from PET_RDZV_CONF): use KEY=VALUE pairs"),
-    ("PET_RDZV_CONF", "join_timeout=1,=2", "rdzv_conf='join_timeout=1,=2'"),
-    ("PET_LOG_DIR", "/proc/forbidden", "log_dir='/proc/forbidden' (from --log-dir or PET_LOG_DIR)"),
-    ("PET_MONITOR_INTERVAL", "abc", "torchrun: argument --monitor-interval"),
-    ("PET_VIRTUAL_LOCAL_RANK", "yes", "torchrun: invalid literal for int()"),
-    ("PET_RDZV_CONF", "join_timeout=abc", "torchrun:"),
-    (
-        "PET_RDZV_CONF",
-        "join_timeout=0",
-        "torchrun: rdzv_conf join_timeout=0: use a positive number",
+    pytest.param(  # rdzv_conf, read by the rendezvous settings
+        {"PET_RDZV_CONF": "join_timeout=0"},
+        ["rdzv_conf", "join_timeout=0"],
+        id="rdzv-conf",
     ),
-    (
-        "PET_LOCAL_RANKS_FILTER",
-        "x",
-        "torchrun: --local_ranks_filter must be a comma-separated list",
+    pytest.param(  # the file system: a log directory that cannot be written
+        {"PET_LOG_DIR": "/proc/forbidden"},
+        ["log_dir='/proc/forbidden'", "PET_LOG_DIR"],
+        id="log-dir",
     ),
-    ("PET_RDZV_ID", "../../etc", "rdzv_id='../../etc' (from PET_RDZV_ID): use letters, digits"),
-    ("PET_REDIRECTS", "9", "torchrun:"),
+    pytest.param(  # the machine: nproc_per_node=gpu where no CUDA device is visible
+        {"PET_NPROC_PER_NODE": "gpu", "CUDA_VISIBLE_DEVICES": ""},
+        ["nproc_per_node='gpu'", "CUDA"],
+        id="gpu-without-cuda",
+    ),
+    pytest.param(  # the cluster description
+        {"TF_CONFIG": "{"},
+        ["TF_CONFIG: not JSON"],
+        id="cluster-description",
+    ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("variable", "value", "message"), BAD_INPUTS, ids=[f"{v}={x}" for v, x, _ in BAD_INPUTS]
-)
-def test_bad_run_time_input_is_one_line_and_exit_2_before_any_worker(
-    probe_dir, built, variable, value, message
-):
-    env = {"PROBE_DIR": str(probe_dir), "CUDA_VISIBLE_DEVICES": "", variable: value}
-    done = run([STUB], env=env)
+@pytest.mark.parametrize(("bad", "parts"), BAD_INPUTS)
+def test_bad_run_time_input_is_one_line_and_exit_2_before_any_worker(probe_dir, built, bad, parts):
+    done = run([STUB], env={"PROBE_DIR": str(probe_dir), **bad})
     assert done.returncode == 2, done.stdout
     errors = [line for line in done.stdout.splitlines() if line.startswith(f"{TARGET}: error: ")]
-    assert len(errors) == 1 and message in errors[0], done.stdout
+    assert len(errors) == 1 and all(part in errors[0] for part in parts), done.stdout
     assert errors[0] == done.stdout.strip().splitlines()[-1]
     assert "torchrun --nproc" not in done.stdout  # the launch line: nothing was started
     assert reports(probe_dir) == []

@@ -44,7 +44,7 @@ def test_plain_py_binary_workers_reenter_its_stub_with_the_launchers_typed_kwarg
     assert_typed_kwargs_from_the_launcher(found)
     assert all(r["argv"] == ["--x=1", "a b"] for r in found)
     assert done.stdout.count("seed_api: launcher") == 1
-    assert "seed_api: returned, leaving []" in done.stdout
+    assert "seed_api: environment changed: []" in done.stdout
     stub = str(built / SEED_API)
     assert len([e for e in execs if e.path == stub]) == 3  # the launcher, then one per worker
 
@@ -52,7 +52,7 @@ def test_plain_py_binary_workers_reenter_its_stub_with_the_launchers_typed_kwarg
 def test_set_python_path_in_subprocess_starts_workers_with_the_launchers_sys_path(
     built, probe_dir, strace
 ):
-    env = probe_env(probe_dir, pythonpath=1)
+    env = {**probe_env(probe_dir, pythonpath=1), "PY_DISTRIBUTED_VERBOSE": "1"}
     done, execs = strace([built / SEED_API], env=env)
     assert done.returncode == 0, done.stdout
     found = reports(probe_dir)
@@ -102,6 +102,7 @@ def test_outside_bazel_workers_rerun_the_module_or_script(probe_dir, argv, modul
 def test_a_failed_rank_is_the_launchers_exit_status(built, probe_dir, code, status):
     done = run([built / SEED_API], env=probe_env(probe_dir, fail_rank=1, fail_code=code))
     assert done.returncode == status, done.stdout
+    assert "seed_api: environment changed: []" in done.stdout  # also when it raises SystemExit
     if code == "raise":
         assert done.stdout.count("RuntimeError: train failed on rank 1") == 1, done.stdout
 

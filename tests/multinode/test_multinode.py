@@ -37,7 +37,7 @@ def pods(built):
 def launch_all(built, binary, hosts, probe_dir, env_of):
     """Starts `binary` on each host with the environment `env_of(index)`; returns (code, output)
     per host, in host order."""
-    base = {**os.environ, "PROBE_DIR": str(probe_dir)}
+    base = {**os.environ, "PROBE_DIR": str(probe_dir), "PY_DISTRIBUTED_VERBOSE": "1"}
     logs = [probe_dir.parent / f"host{i}.log" for i in range(len(hosts))]
     procs = [
         h.popen([str(built / binary)], {**base, **env_of(i)}, log)
@@ -135,9 +135,11 @@ def test_slurm_step_on_three_hosts_of_a_larger_allocation(built, cluster, probe_
     assert [code for code, _ in results] == [0, 0, 0], results
     assert_one_job(reports(probe_dir), cluster, nproc=1)
     lines = [torchrun_line(out) for _, out in results]
-    port = 15000 + 4242  # one per job, from its id
-    assert f"--rdzv-endpoint=localhost:{port}" in lines[0]
-    assert all(f"--rdzv-endpoint={cluster[0].name}:{port}" in line for line in lines[1:])
+    endpoints = [re.search(r"--rdzv-endpoint=(\S+)", line)[1].rpartition(":") for line in lines]
+    (port,) = {port for _, _, port in endpoints}  # one rendezvous, on every node
+    assert port != "29400", port  # torchrun's default: a SLURM job gets a port of its own
+    # pytorch#79388: the chief must see itself as the store's host; the others name the first host.
+    assert [host for host, _, _ in endpoints] == ["localhost", cluster[0].name, cluster[0].name]
     assert all("--rdzv-id=slurm-4242" in line for line in lines)
     assert all(f"--local-addr={h.address}" in line for h, line in zip(cluster, lines, strict=True))
 
@@ -188,6 +190,45 @@ def test_a_node_that_never_comes_fails_the_others_within_the_join_timeout(
         # The first to give up closes the rendezvous; the other one finds it closed.
         failed = r"error: rendezvous tf-\S+ at \S+:29511 (timed out|was closed by another node)"
         assert re.search(failed + r".* 3 nodes .*10 s.*; start every node", out), out
-    assert elapsed < 10 + 30, elapsed  # the join timeout, plus start-up and shutdown
+    # The join timeout, plus start-up and shutdown on a loaded 2-core machine; far below the
+    # default join timeout (600 s) that a launcher ignoring rdzv_conf would wait.
+    assert elapsed < 10 + 80, elapsed
+    assert reports(probe_dir) == []
+    assert not processes_with_env("PROBE_DIR", str(probe_dir))
+
+
+@pytest.mark.parametrize("cluster", [2], indirect=True)
+def test_a_worker_whose_chief_never_comes_fails_within_the_join_timeout(built, cluster, probe_dir):
+    chief, worker = cluster  # the chief's host exists, but its launcher never starts
+    env = {
+        **os.environ,
+        "PROBE_DIR": str(probe_dir),
+        "PY_DISTRIBUTED_VERBOSE": "1",
+        "PET_RDZV_CONF": "join_timeout=10",
+        "PET_NPROC_PER_NODE": "1",
+        "TF_CONFIG": tf_config(cluster, 1),
+    }
+    log = probe_dir.parent / "worker.log"
+    proc = worker.popen([str(built / ALLREDUCE)], env, log)
+    try:
+        # Timed from the torchrun line, so that a slow start on a loaded machine does not count.
+        assert wait_for(lambda: ": torchrun --" in log.read_text(), timeout=120), log.read_text()
+        handed_over = time.monotonic()
+        proc.wait(timeout=120)
+        waited = time.monotonic() - handed_over
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    assert proc.returncode == 1, out
+    (error,) = [line for line in out.splitlines() if "error:" in line]
+    assert re.search(
+        rf"error: rendezvous tf-\S+ at {re.escape(chief.address)}:29511: the chief's store did not"
+        r" answer \(read_timeout=3 s; .+\); start the chief node, or check the address",
+        error,
+    ), error
+    # Within join_timeout, plus the launcher's exit on a loaded 2-core machine; with torch's own
+    # read timeout (60 s, tried twice) the worker would wait 60 to 150 s.
+    assert waited < 10 + 20, waited
     assert reports(probe_dir) == []
     assert not processes_with_env("PROBE_DIR", str(probe_dir))

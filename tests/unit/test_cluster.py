@@ -40,6 +40,10 @@ def test_ipv6_nodes_with_and_without_brackets():
         tf_config("chief", 0, {"chief": ["[fd00::1]:7"], "worker": ["fd00::2"]})
     )
     assert (found.chief.address, found.port) == ("fd00::1", 7)
+    found = machine_from_env(tf_config("worker", 0, {"chief": ["[fd00::1]"], "worker": ["h:1"]}))
+    assert (found.chief.address, found.this_machine.address, found.port) == ("fd00::1", "h", None)
+    found = machine_from_env({"MASTER_ADDR": "[fd00::1]", "PET_NNODES": "2", "RANK": "1"})
+    assert found.chief.address == "fd00::1"
 
 
 def test_tf_config_master_is_the_chief_as_in_tf1():
@@ -57,12 +61,17 @@ def test_tf_config_master_is_the_chief_as_in_tf1():
         (tf_config("worker", 2)["TF_CONFIG"], "task index 2 is out of range for 2 worker(s)"),
         (tf_config("worker", "1")["TF_CONFIG"], "task index '1' is out of range"),
         (tf_config("ps", 0)["TF_CONFIG"], "task type 'ps' is not a torch node"),
-        (tf_config("chief", 0, dict(CLUSTER, chief=["a b:1"]))["TF_CONFIG"], "cannot read host"),
-        (tf_config("chief", 0, dict(CLUSTER, chief=["c:99999"]))["TF_CONFIG"], "port in 1..65535"),
-        (tf_config("chief", 0, dict(CLUSTER, chief=["[::1]80"]))["TF_CONFIG"], "cannot read"),
-        (tf_config("chief", 0, dict(CLUSTER, chief=["h:1:2"]))["TF_CONFIG"], "cannot read host"),
-        (tf_config("chief", 0, dict(CLUSTER, chief=["hé:1"]))["TF_CONFIG"], "cannot read host"),
-        (tf_config("chief", 0, dict(CLUSTER, chief=["c:١٢"]))["TF_CONFIG"], "port in 1..65535"),
+        (
+            tf_config("chief", 0, dict(CLUSTER, chief=["a b:1"]))["TF_CONFIG"],
+            "node='a b:1': use HOST",
+        ),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["c:99999"]))["TF_CONFIG"], "PORT in 1..65535"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["[::1]80"]))["TF_CONFIG"], "or [IPv6]:PORT"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["h:1:2"]))["TF_CONFIG"], "use HOST, HOST:PORT"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["hé:1"]))["TF_CONFIG"], "use HOST, HOST:PORT"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["c:١٢"]))["TF_CONFIG"], "PORT in 1..65535"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["[fd00::1"]))["TF_CONFIG"], "[IPv6]:PORT"),
+        (tf_config("chief", 0, dict(CLUSTER, chief=["[h]:1"]))["TF_CONFIG"], "[IPv6]:PORT"),
     ],
 )
 def test_malformed_tf_config_is_one_line_naming_it(value, message):
@@ -97,6 +106,7 @@ def test_slurm_nodes_rank_port_and_job_id():
         "SLURM_NODEID": "1",
         "SLURM_NNODES": "3",
         "SLURM_JOB_ID": "123456",
+        "SLURM_STEP_ID": "0",
         "SLURM_GPUS_ON_NODE": "8",
     }
     found = machine_from_env(env)
@@ -117,11 +127,49 @@ def test_slurm_nodes_rank_port_and_job_id():
             {"SLURM_JOB_NODELIST": "n[1-2]", "SLURM_NODEID": "0", "SLURM_LOCALID": "1"},
             "SLURM_LOCALID='1': several launchers on one node",
         ),
+        ({"SLURM_JOB_NODELIST": "n1", "MASTER_PORT": "x"}, "MASTER_PORT='x': use a port in"),
     ],
 )
 def test_inconsistent_slurm_variables_are_errors(env, message):
     with pytest.raises(UsageError, match=message):
         machine_from_env(env)
+
+
+# What a batch script sees on its allocation's first node (sbatch -N2; slurmstepd's batch step, set
+# by src/common/env.c: env_array_for_batch_job and setup_env): the job's variables, no step's.
+BATCH_SCRIPT = {
+    "SLURM_JOB_ID": "77",
+    "SLURM_JOBID": "77",
+    "SLURM_JOB_NODELIST": "n[1-2]",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_NODELIST": "n[1-2]",
+    "SLURM_NNODES": "2",
+    "SLURM_NODEID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_PROCID": "0",
+    "ENVIRONMENT": "BATCH",
+}
+
+
+def test_a_multi_node_batch_script_without_srun_is_refused_naming_srun():
+    with pytest.raises(UsageError) as error:
+        machine_from_env(BATCH_SCRIPT)
+    message = str(error.value)
+    assert message.startswith("SLURM_NODELIST names 2 nodes but SLURM_STEP_ID and")
+    assert "`srun --ntasks-per-node=1 ...`" in message and "\n" not in message
+
+
+def test_srun_in_the_same_batch_script_is_a_step_and_accepted():
+    # What `srun --ntasks-per-node=1` adds on the second node (env.c: env_array_for_step).
+    step = {"SLURM_STEP_ID": "0", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_STEP_NUM_NODES": "2"}
+    found = machine_from_env({**BATCH_SCRIPT, **step, "SLURM_NODEID": "1", "SLURM_PROCID": "1"})
+    assert (found.source, found.num_nodes, found.node_rank) == ("SLURM", 2, 1)
+
+
+def test_a_single_node_batch_script_without_srun_runs():
+    one = {**BATCH_SCRIPT, "SLURM_JOB_NODELIST": "n1", "SLURM_JOB_NUM_NODES": "1"}
+    found = machine_from_env({**one, "SLURM_NODELIST": "n1", "SLURM_NNODES": "1"})
+    assert (found.source, found.num_nodes, found.job_id) == ("SLURM", 1, "slurm-77")
 
 
 def test_slurm_step_nodes_win_over_the_allocations():
@@ -171,9 +219,13 @@ def test_pytorchjob_master_pod_told_localhost_joins_its_workers_run():
     ("env", "message"),
     [
         ({"PET_NNODES": "4"}, "PET_NNODES='4' but no PET_NODE_RANK, RANK or JOB_COMPLETION_INDEX"),
-        ({"PET_NNODES": "a:4", "RANK": "0"}, "PET_NNODES='a:4': use a number of nodes as N or MIN"),
+        ({"PET_NNODES": "a:4", "RANK": "0"}, "PET_NNODES='a:4': use N or \"MIN:MAX\""),
         ({"PET_NNODES": "5:4", "RANK": "0"}, "PET_NNODES='5:4'"),
-        ({"WORLD_SIZE": "1:2", "RANK": "0"}, "WORLD_SIZE='1:2': use a number of nodes as N,"),
+        ({"WORLD_SIZE": "1:2", "RANK": "0"}, "WORLD_SIZE='1:2': use a number of nodes N > 0"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE='0': use a number of nodes N > 0"),
+        ({"PET_NNODES": "0:2", "RANK": "0"}, "PET_NNODES='0:2'"),
+        ({"PET_NNODES": "1", "MASTER_PORT": "0"}, "MASTER_PORT='0': use a port in 1..65535"),
+        ({"PET_NNODES": "1", "MASTER_ADDR": "a b"}, "MASTER_ADDR='a b': use HOST, HOST:PORT"),
         ({"PET_NNODES": "2", "PET_NODE_RANK": "2"}, "PET_NODE_RANK='2': use an int in 0..1"),
     ],
 )
@@ -202,6 +254,8 @@ def test_first_description_wins_and_explicit_arguments_win_over_all():
     assert machine_from_env(env).source == "TF_CONFIG"
     found = machine_from_env(env, chief="10.0.0.1:7", workers=["10.0.0.2:7"], node_rank=1)
     assert (found.source, found.num_nodes, found.port) == ("arguments", 2, 7)
+    with pytest.raises(UsageError, match=r"^arguments node='10.0.0.1:x': use HOST, HOST:PORT"):
+        machine_from_env(env, chief="10.0.0.1:x")
 
 
 def test_resolve_takes_nodes_endpoint_and_run_id_from_the_cluster():
@@ -247,17 +301,11 @@ def test_an_etcd_rendezvous_is_not_pointed_at_the_chief():
 def test_static_backend_ranks_described_nodes_unless_pet_node_rank_is_set():
     worker = machine_from_env(tf_config("worker", 1))
     static = {"PET_RDZV_BACKEND": "static"}
-    assert "--node-rank=2" in config.resolve({}, "BUILD", [], static, worker).argv()
+    assert config.resolve({}, "BUILD", [], static, worker).node_rank == 2
     mine = {**static, "PET_NODE_RANK": "1"}
-    assert not any(
-        f.startswith("--node-rank") for f in config.resolve({}, "BUILD", [], mine, worker).argv()
-    )
+    assert config.resolve({}, "BUILD", [], mine, worker).node_rank is None  # torchrun reads it
     undescribed = {**static, "PET_NNODES": "2", "PET_RDZV_ENDPOINT": "h:1"}
-    one = machine_from_env({})
-    assert not any(
-        f.startswith("--node-rank")
-        for f in config.resolve({}, "BUILD", [], undescribed, one).argv()
-    )
+    assert config.resolve({}, "BUILD", [], undescribed, machine_from_env({})).node_rank is None
 
 
 def test_explicit_nnodes_that_agree_with_the_cluster_are_kept():
@@ -268,3 +316,34 @@ def test_explicit_nnodes_that_agree_with_the_cluster_are_kept():
         4,
         "c.example:2222",
     )
+
+
+@pytest.mark.parametrize(
+    ("conf", "told"),
+    [
+        # torch's store client tries for up to about 2.5 read timeouts: a third of join_timeout.
+        ("join_timeout=10", "join_timeout=10,read_timeout=3"),
+        ("join_timeout=2", "join_timeout=2,read_timeout=1"),
+        (
+            "last_call_timeout=5,join_timeout=90",
+            "last_call_timeout=5,join_timeout=90,read_timeout=30",
+        ),
+        # torch's own 60 s already fits, or the user chose read_timeout, or no join_timeout.
+        ("join_timeout=180", "join_timeout=180"),
+        ("join_timeout=10,read_timeout=30", "join_timeout=10,read_timeout=30"),
+        ("last_call_timeout=5", "last_call_timeout=5"),
+        ("", ""),
+    ],
+)
+def test_a_worker_is_told_a_read_timeout_that_fits_in_join_timeout(conf, told):
+    worker = machine_from_env(tf_config("worker", 0))
+    assert config.resolve({}, "BUILD", [], {"PET_RDZV_CONF": conf}, worker).rdzv_conf == told
+
+
+def test_read_timeout_is_left_to_single_node_jobs_and_other_backends():
+    one = machine_from_env({})
+    conf = {"PET_RDZV_CONF": "join_timeout=10"}
+    assert config.resolve({}, "BUILD", [], conf, one).rdzv_conf == "join_timeout=10"
+    worker = machine_from_env(tf_config("worker", 0))
+    etcd = {**conf, "PET_RDZV_BACKEND": "etcd-v2", "PET_RDZV_ENDPOINT": "etcd:2379"}
+    assert config.resolve({}, "BUILD", [], etcd, worker).rdzv_conf == "join_timeout=10"

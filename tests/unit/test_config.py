@@ -1,4 +1,5 @@
-"""torchrun argv building and the BUILD < PET_* override rule."""
+"""The torchrun settings of one launch: precedence (PET_* > explicit > cluster > default), each
+value's grammar, and the single-node decision."""
 
 import pytest
 
@@ -16,29 +17,16 @@ def resolve(explicit, torchrun_args, environ, cluster: Cluster = ONE_MACHINE):
     return config.resolve(explicit, "BUILD", torchrun_args, environ, cluster)
 
 
-def test_single_node_without_endpoint_is_standalone_on_a_free_loopback_port():
-    config = resolve(BUILD, [], {})
-    assert config.standalone
-    assert config.argv() == [
-        "--nproc-per-node=2",
-        "--nnodes=1",
-        "--max-restarts=0",
-        "--rdzv-backend=c10d-loopback",
-        "--rdzv-endpoint=127.0.0.1:0",
-        f"--rdzv-id={config.rdzv_id}",
-        "--local-addr=127.0.0.1",
-    ]
-    assert len(config.rdzv_id) == 32
+def test_single_node_without_endpoint_is_standalone_with_a_fresh_run_id():
+    first, second = resolve(BUILD, [], {}), resolve(BUILD, [], {})
+    assert first.standalone and not first.multi_node
+    assert first.rdzv_id != second.rdzv_id
 
 
 def test_single_node_with_an_endpoint_uses_the_backend_asked_for():
-    config = resolve(BUILD, [], {"PET_RDZV_ENDPOINT": "localhost:29400"})
-    assert not config.standalone
-    assert "--rdzv-backend=c10d" in config.argv() and "--local-addr=127.0.0.1" not in config.argv()
-
-
-def test_each_launch_gets_its_own_run_id():
-    assert resolve(BUILD, [], {}).rdzv_id != resolve(BUILD, [], {}).rdzv_id
+    resolved = resolve(BUILD, [], {"PET_RDZV_ENDPOINT": "localhost:29400"})
+    assert not resolved.standalone
+    assert (resolved.rdzv_backend, resolved.rdzv_endpoint) == ("c10d", "localhost:29400")
 
 
 def test_pet_variables_win_over_build_values():
@@ -48,26 +36,22 @@ def test_pet_variables_win_over_build_values():
         "PET_MAX_RESTARTS": "5",
         "PET_RDZV_ENDPOINT": "chief:29400",
         "PET_RDZV_ID": "job-7",
-        "PET_RDZV_CONF": "join_timeout=60",
+        "PET_RDZV_CONF": "join_timeout=600",
     }
-    assert resolve(BUILD, [], env).argv() == [
-        "--nproc-per-node=4",
-        "--nnodes=2:3",
-        "--max-restarts=5",
-        "--rdzv-backend=c10d",
-        "--rdzv-endpoint=chief:29400",
-        "--rdzv-id=job-7",
-        "--rdzv-conf=join_timeout=60",
-    ]
+    resolved = resolve(BUILD, [], env)
+    assert (
+        resolved.nproc_per_node,
+        resolved.min_nodes,
+        resolved.max_nodes,
+        resolved.max_restarts,
+        resolved.rdzv_endpoint,
+        resolved.rdzv_id,
+        resolved.rdzv_conf,
+    ) == ("4", 2, 3, 5, "chief:29400", "job-7", "join_timeout=600")
 
 
 def test_empty_pet_variable_keeps_the_build_value():
     assert resolve(BUILD, [], {"PET_NPROC_PER_NODE": ""}).nproc_per_node == "2"
-
-
-def test_extra_torchrun_args_follow_the_knobs():
-    argv = resolve(BUILD, ["--log-dir=/tmp/l", "--tee", "3"], {}).argv()
-    assert argv[-3:] == ["--log-dir=/tmp/l", "--tee", "3"]
 
 
 @pytest.mark.parametrize(
@@ -76,26 +60,40 @@ def test_extra_torchrun_args_follow_the_knobs():
         ({"PET_NPROC_PER_NODE": "0"}, "nproc_per_node='0' (from PET_NPROC_PER_NODE): use an int"),
         ({"PET_NPROC_PER_NODE": "-1"}, "nproc_per_node='-1'"),
         ({"PET_NPROC_PER_NODE": "abc"}, "nproc_per_node='abc'"),
+        ({"PET_NPROC_PER_NODE": "1.5"}, "nproc_per_node='1.5'"),
+        ({"PET_NPROC_PER_NODE": " 2"}, "nproc_per_node=' 2'"),
         ({"PET_NPROC_PER_NODE": "100000"}, "use an int in 1..1024"),
+        ({"PET_NPROC_PER_NODE": "٣"}, "nproc_per_node='٣'"),
         ({"PET_NNODES": "0"}, "nnodes='0' (from PET_NNODES)"),
         ({"PET_NNODES": "3:1"}, 'use N or "MIN:MAX"'),
         ({"PET_NNODES": "x"}, "nnodes='x'"),
-        ({"PET_MAX_RESTARTS": "-2"}, "max_restarts='-2'"),
+        ({"PET_NNODES": "1:2:3"}, "nnodes='1:2:3'"),
+        ({"PET_NNODES": ":"}, "nnodes=':'"),
+        ({"PET_MAX_RESTARTS": "-1"}, "max_restarts='-1' (from PET_MAX_RESTARTS): use an int >= 0"),
+        ({"PET_MAX_RESTARTS": "many"}, "max_restarts='many'"),
+        ({"PET_MAX_RESTARTS": "²"}, "max_restarts='²'"),
         ({"PET_RDZV_BACKEND": "zookeeper"}, "rdzv_backend='zookeeper' (from PET_RDZV_BACKEND)"),
         ({"PET_RDZV_ENDPOINT": "host:99999"}, "rdzv_endpoint='host:99999'"),
         ({"PET_RDZV_ENDPOINT": "a:b:c"}, "rdzv_endpoint='a:b:c'"),
-        ({"PET_RDZV_CONF": "timeout"}, "use KEY=VALUE pairs"),
-        ({"PET_RDZV_CONF": "join_timeout="}, "rdzv_conf='join_timeout='"),
-        ({"PET_RDZV_CONF": "jöin=1"}, "rdzv_conf='jöin=1'"),
+        ({"PET_RDZV_ENDPOINT": ":29400"}, "rdzv_endpoint=':29400'"),
+        ({"PET_RDZV_ENDPOINT": "host:"}, "rdzv_endpoint='host:'"),
+        ({"PET_RDZV_ENDPOINT": "node]:29400"}, "rdzv_endpoint='node]:29400'"),
         ({"PET_RDZV_ENDPOINT": "host:1\n"}, "rdzv_endpoint='host:1\\n'"),
         ({"PET_RDZV_ENDPOINT": "ho st:1"}, "rdzv_endpoint='ho st:1'"),
+        ({"PET_RDZV_ENDPOINT": "host:٣"}, "rdzv_endpoint='host:٣'"),
+        ({"PET_RDZV_CONF": "timeout"}, "use KEY=VALUE pairs"),
+        ({"PET_RDZV_CONF": "join_timeout="}, "rdzv_conf='join_timeout='"),
+        ({"PET_RDZV_CONF": "join_timeout=1,=2"}, "rdzv_conf='join_timeout=1,=2'"),
+        ({"PET_RDZV_CONF": "jöin=1"}, "rdzv_conf='jöin=1'"),
+        ({"PET_RDZV_CONF": "join_timeout=0"}, "join_timeout=0: use a positive number"),
+        ({"PET_RDZV_CONF": "join_timeout=abc"}, "join_timeout=abc: use a positive number"),
+        ({"PET_RDZV_CONF": "keep_alive_interval=-1"}, "keep_alive_interval=-1: use a positive"),
+        ({"PET_LOCAL_ADDR": "host:1"}, "local_addr='host:1' (from PET_LOCAL_ADDR): use this node"),
         ({"PET_NNODES": "2"}, "nnodes=2 needs the chief's HOST:PORT"),
         ({"PET_RDZV_BACKEND": "static"}, "rdzv_backend=static needs HOST:PORT"),
         ({"PET_RDZV_ID": "a/b"}, "rdzv_id='a/b' (from PET_RDZV_ID): use letters"),
+        ({"PET_RDZV_ID": "../../etc"}, "rdzv_id='../../etc'"),
         ({"PET_RDZV_ID": "$(x)"}, "rdzv_id='$(x)'"),
-        ({"PET_MAX_RESTARTS": "²"}, "max_restarts='²'"),
-        ({"PET_NPROC_PER_NODE": "٣"}, "nproc_per_node='٣'"),
-        ({"PET_RDZV_ENDPOINT": "host:٣"}, "rdzv_endpoint='host:٣'"),
     ],
 )
 def test_bad_values_name_the_value_its_source_and_the_fix(env, message):
@@ -130,5 +128,14 @@ def test_torchrun_args_may_not_repeat_what_the_launcher_owns(arg):
         resolve(BUILD, [arg], {})
 
 
-def test_ipv6_endpoint_is_accepted():
-    assert resolve(BUILD, [], {"PET_RDZV_ENDPOINT": "[::1]:29400"}).rdzv_endpoint == "[::1]:29400"
+@pytest.mark.parametrize(
+    ("endpoint", "host", "port", "spelled"),
+    [
+        ("[::1]:29400", "::1", 29400, "[::1]:29400"),
+        ("fd00::1", "fd00::1", None, "[fd00::1]"),
+        ("node-1.example", "node-1.example", None, "node-1.example"),
+    ],
+)
+def test_ipv6_and_portless_endpoints_are_accepted(endpoint, host, port, spelled):
+    resolved = resolve(BUILD, [], {"PET_RDZV_ENDPOINT": endpoint})
+    assert (resolved.rdzv_host, resolved.rdzv_port, resolved.rdzv_endpoint) == (host, port, spelled)

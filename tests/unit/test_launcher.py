@@ -1,76 +1,78 @@
-"""The launcher's checks before any worker starts, and the loopback rendezvous, in-process."""
+"""The launch pipeline in-process, with real workers: its status, and os.environ afterwards."""
 
 import os
+import sys
 
 import pytest
-from procfs import listening_addresses
-from torch.distributed.elastic.rendezvous import RendezvousParameters
+import torch
 
-from py_distributed import config, launcher, loopback
-from py_distributed.cluster import single_machine
-from py_distributed.config import LOOPBACK
-from py_distributed.entry import StubEntry
-from py_distributed.errors import UsageError
-
-BUILD = {"nproc_per_node": "2"}
-ENTRY = StubEntry("/bin/true", {})
+from py_distributed import launcher
+from py_distributed.entry import InterpreterEntry
+from py_distributed.errors import EXIT_USAGE
 
 
-def prepare(environ, torchrun_args=()):
-    resolved = config.resolve(BUILD, "BUILD", torchrun_args, environ, single_machine())
-    return launcher.prepare(resolved, ENTRY, ["--", "a"])
-
-
-def test_user_arguments_are_passed_untouched_even_a_leading_double_dash():
-    launch = prepare({})
-    assert launch.entrypoint == "/bin/true"
-    assert launch.entrypoint_args[-2:] == ["--", "a"]
-    assert launch.argv[-3:] == ["/bin/true", "--", "a"]
-
-
-@pytest.mark.parametrize(
-    ("variable", "value", "message"),
-    [
-        ("PET_VIRTUAL_LOCAL_RANK", "yes", "torchrun: invalid literal"),
-        ("PET_MONITOR_INTERVAL", "x", "torchrun: argument --monitor-interval"),
-        ("PET_RDZV_CONF", "join_timeout=0", "join_timeout=0: use a positive number"),
-        ("PET_RDZV_CONF", "keep_alive_interval=-1", "keep_alive_interval=-1"),
-    ],
-)
-def test_bad_torchrun_values_are_usage_errors(monkeypatch, variable, value, message):
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(UsageError, match=message):
-        prepare(dict(os.environ))
-
-
-@pytest.mark.parametrize("flag", ["-h", "--help", "--stand", "--no-py"])
-def test_help_and_abbreviations_are_refused_in_torchrun_args(flag):
-    with pytest.raises(UsageError):
-        prepare({}, [flag])
-
-
-def test_owned_pet_variables_are_dropped(monkeypatch):
-    monkeypatch.setenv("PET_STANDALONE", "1")
-    launch = prepare({})
-    assert "PET_STANDALONE" not in os.environ
-    assert launch.config.run_id == launch.environment["PY_DISTRIBUTED_RUN_ID"]
-
-
-def test_loopback_rendezvous_listens_on_127_0_0_1_with_a_new_workers_store_each_round():
-    params = RendezvousParameters(
-        backend=loopback.STANDALONE_BACKEND,
-        endpoint="127.0.0.1:0",
-        run_id="unit",
-        min_nodes=1,
-        max_nodes=1,
-        local_addr="127.0.0.1",
+def job(tmp_path, body: str, **explicit: str) -> launcher.Job:
+    """A job whose workers run `body` as a plain script with the bare interpreter."""
+    script = tmp_path / "worker.py"
+    script.write_text(body, encoding="utf-8")
+    settings = {"nproc_per_node": "2", **explicit}
+    return launcher.Job(
+        "unit-job", settings, "test", lambda: InterpreterEntry((str(script),), {}), ["x"]
     )
-    handler = loopback._create_handler(params)
-    first = handler.next_rendezvous().bootstrap_store_info
-    second = handler.next_rendezvous().bootstrap_store_info
-    assert first.master_addr == second.master_addr == "127.0.0.1"
-    assert first.master_port != second.master_port
-    listening = listening_addresses([os.getpid()])
-    assert (LOOPBACK, second.master_port) in listening
-    assert {address for address, _ in listening} == {LOOPBACK}
-    handler.shutdown()
+
+
+@pytest.mark.parametrize(("body", "status"), [("pass", 0), ("import sys; sys.exit(3)", 3)])
+def test_launch_returns_the_jobs_status_and_leaves_os_environ_exactly_as_it_was(
+    tmp_path, monkeypatch, body, status
+):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torchrun would write it
+    monkeypatch.setenv("PET_STANDALONE", "1")  # the launcher owns it: ignored, not removed
+    before = dict(os.environ)
+    assert launcher.launch(job(tmp_path, body)) == status
+    assert dict(os.environ) == before
+
+
+def test_workers_get_the_markers_and_the_jobs_environment(tmp_path):
+    out = tmp_path / "seen"
+    body = (
+        "import os, sys\n"
+        f"open({str(out)!r} + os.environ['RANK'], 'w').write(repr(sorted(\n"
+        "    (k, v) for k, v in os.environ.items() if k.startswith(('PY_DISTRIBUTED_', 'PET_'))\n"
+        ")) + repr(sys.argv[1:]))\n"
+    )
+    base = job(tmp_path, body)
+    assert launcher.launch(launcher.Job(**{**vars(base), "environment": {"EXTRA": "1"}})) == 0
+    seen = (tmp_path / "seen0").read_text()
+    assert f"('PY_DISTRIBUTED_LAUNCHER_PID', '{os.getpid()}')" in seen
+    assert "PY_DISTRIBUTED_RUN_ID" in seen and seen.endswith("['x']")
+
+
+def test_a_bad_value_is_exit_usage_with_one_line_and_os_environ_kept(tmp_path, capfd):
+    before = dict(os.environ)
+    assert launcher.launch(job(tmp_path, "pass", nproc_per_node="0")) == EXIT_USAGE
+    assert dict(os.environ) == before
+    err = capfd.readouterr().err
+    assert (
+        err == "unit-job: error: nproc_per_node='0' (from test): use an int in 1..1024 or one"
+        " of auto, cpu, gpu, xpu\n"
+    )
+
+
+def test_a_broken_torch_is_not_called_bad_input(tmp_path, monkeypatch):
+    def broken() -> bool:
+        raise RuntimeError("CUDA driver initialization failed")
+
+    monkeypatch.setattr(torch.cuda, "is_available", broken)
+    before = dict(os.environ)
+    with pytest.raises(RuntimeError, match="CUDA driver initialization failed"):
+        launcher.launch(job(tmp_path, "pass", nproc_per_node="gpu"))
+    assert dict(os.environ) == before
+
+
+def test_a_worker_of_another_launch_refuses_to_launch(tmp_path, monkeypatch):
+    monkeypatch.setenv(launcher.RUN_ID_ENV, "ours")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "theirs")
+    assert launcher.launch(job(tmp_path, "pass")) == EXIT_USAGE
+
+
+assert sys.platform.startswith("linux")

@@ -92,7 +92,8 @@ def test_multi_node_config_pins_local_addr_and_socket_interface():
             "task": {"type": "chief", "index": 0},
         })
     }  # fmt: skip
-    resolved = config.for_this_node({"nproc_per_node": "1"}, "BUILD", [], env)
+    cluster = machine_from_env(env)
+    resolved = config.resolve({"nproc_per_node": "1"}, "BUILD", [], env, cluster)
+    resolved = node_address.pinned(resolved, cluster, env)
     assert (resolved.local_addr, resolved.socket_ifname) == (address, interface)
-    assert f"--local-addr={address}" in resolved.argv()
-    assert "--rdzv-endpoint=localhost:29400" in resolved.argv()
+    assert resolved.rdzv_endpoint == "localhost:29400"

@@ -39,7 +39,7 @@ def shim_in_tree(tree: Path) -> str:
 def test_manifest_only_as_under_bazel_run(tree):
     env = {"RUNFILES_MANIFEST_FILE": str(tree / "bin.runfiles_manifest")}
     found = locate(STUB, env, str(tree / "_bin_main.py"))  # main not inside a tree
-    assert found.path(STUB) == str(tree / "bin")
+    assert found.anchor == str(tree / "bin")
     assert found.child_env() == {
         "RUNFILES_MANIFEST_FILE": str(tree / "bin.runfiles_manifest"),
         "RUNFILES_DIR": str(tree / "bin.runfiles"),
@@ -50,20 +50,20 @@ def test_manifest_only_as_under_bazel_run(tree):
 def test_runfiles_dir_only_as_under_bazel_test(tree):
     env = {"RUNFILES_DIR": str(tree / "bin.runfiles")}
     found = locate(STUB, env, "/nowhere/main.py")
-    assert found.path(STUB) == str(tree / "bin.runfiles" / STUB)
+    assert found.anchor == str(tree / "bin.runfiles" / STUB)
     # A stale manifest variable must not reach the children.
     assert found.child_env()["RUNFILES_MANIFEST_FILE"] is None
 
 
 def test_no_variables_as_when_run_directly(tree):
     found = locate(STUB, {}, shim_in_tree(tree))
-    assert found.path(STUB) == str(tree / "bin.runfiles" / STUB)
+    assert found.anchor == str(tree / "bin.runfiles" / STUB)
     assert found.child_env()["RUNFILES_DIR"] == str(tree / "bin.runfiles")
 
 
 def test_runfiles_dir_pointing_at_manifest_file_as_the_bazel4_stub_sets_it(tree):
     env = {"RUNFILES_DIR": str(tree / "bin.runfiles" / "MANIFEST")}
-    assert locate(STUB, env, "/nowhere/main.py").path(STUB) == str(tree / "bin.runfiles" / STUB)
+    assert locate(STUB, env, "/nowhere/main.py").anchor == str(tree / "bin.runfiles" / STUB)
 
 
 @pytest.fixture
@@ -80,11 +80,11 @@ def inherited(tree, tmp_path) -> dict[str, str]:
 def test_the_tree_this_process_runs_from_wins_over_inherited_variables(tree, inherited):
     found = locate(MAIN, inherited, shim_in_tree(tree))
     # The manifest would map the main to its source file, outside the tree.
-    assert found.path(MAIN) == str(tree / "bin.runfiles" / MAIN)
+    assert found.anchor == str(tree / "bin.runfiles" / MAIN)
 
 
 def test_variables_of_another_binary_are_skipped(tree, inherited):
-    assert locate(STUB, inherited, "/nowhere/main.py").path(STUB) == str(tree / "bin")
+    assert locate(STUB, inherited, "/nowhere/main.py").anchor == str(tree / "bin")
 
 
 def test_nothing_to_go_on_is_one_line_naming_what_was_tried(tmp_path):
@@ -98,7 +98,7 @@ def test_stub_without_a_tree_is_refused_for_stub_entry(tree):
     found = locate(STUB, env, "/nowhere/main.py")
     os.rename(tree / "bin.runfiles", tree / "gone")
     with pytest.raises(UsageError, match='worker_entry = "pythonpath"'):
-        entry.for_binary("stub", STUB, "/nowhere/main.py", found)
+        entry.for_binary("stub", "/nowhere/main.py", found)
 
 
 def test_pythonpath_leaves_out_the_interpreters_own_paths(tmp_path):

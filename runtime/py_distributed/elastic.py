@@ -1,0 +1,247 @@
+"""The hand-off to torch elastic: torchrun's own parser and config, then its agent, in-process.
+
+`prepare` decides (every bad input becomes a UsageError before any worker starts, and os.environ is
+left as it was); `run` does, and turns the outcome into the exit status the job should have.
+"""
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import torch
+from torch.distributed import run as torchrun
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous import (
+    RendezvousClosedError,
+    RendezvousConnectionError,
+    RendezvousError,
+    RendezvousTimeoutError,
+)
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from py_distributed import console, environment, failures, loopback, signals
+from py_distributed.config import TorchrunConfig
+from py_distributed.entry import WorkerEntry
+from py_distributed.errors import UsageError, exit_code_of_signal, exit_code_of_worker
+from py_distributed.node_address import IFNAME_VARIABLES
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A checked launch: torch elastic's configuration and what the workers get."""
+
+    argv: list[str]  # torchrun's command line, printed when asked (console.VERBOSE_ENV)
+    banner: str  # the line a person reads first
+    config: LaunchConfig
+    entrypoint: str | Callable[..., Any]
+    entrypoint_args: list[str]
+    environment: environment.Changes  # for the workers
+    standalone: bool
+
+
+# torch elastic's defaults (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py,
+# c10d_rendezvous_backend.py).
+_JOIN_TIMEOUT_DEFAULT = 600
+_READ_TIMEOUT_DEFAULT = 60
+# How long a failed multi-node launcher keeps its rendezvous store up for the other nodes.
+_STORE_LINGER_SECONDS = 2
+
+# torchrun flags that decide how workers start, which the launcher owns. torchrun would still take
+# them from PET_* variables (PET_STANDALONE would give each worker a run id of its own, so that
+# every worker would launch again): the parser ignores those, and the workers do not inherit them.
+_OWNED_PET_VARIABLES = ("PET_STANDALONE", "PET_MODULE", "PET_RUN_PATH", "PET_NO_PYTHON")
+
+
+def torchrun_argv(config: TorchrunConfig) -> list[str]:
+    """torchrun's flags, every setting explicit so that no stray PET_* variable can change it."""
+    backend, endpoint, local_addr = config.rdzv_backend, config.rdzv_endpoint, config.local_addr
+    if config.standalone:
+        backend, endpoint, local_addr = loopback.BACKEND, f"{loopback.ADDRESS}:0", loopback.ADDRESS
+    nnodes = str(config.min_nodes)
+    if config.max_nodes != config.min_nodes:
+        nnodes += f":{config.max_nodes}"
+    flags = [
+        f"--nproc-per-node={config.nproc_per_node}",
+        f"--nnodes={nnodes}",
+        f"--max-restarts={config.max_restarts}",
+        f"--rdzv-backend={backend}",
+        f"--rdzv-endpoint={endpoint}",
+        f"--rdzv-id={config.rdzv_id}",
+    ]
+    if config.rdzv_conf:
+        flags.append(f"--rdzv-conf={config.rdzv_conf}")
+    if local_addr:
+        # Workers get MASTER_ADDR from this, not from the host name's address.
+        flags.append(f"--local-addr={local_addr}")
+    if config.node_rank is not None:
+        flags.append(f"--node-rank={config.node_rank}")
+    if not failures.SHUTDOWN_TIMEOUT_VARIABLES & os.environ.keys():
+        # Short for interactive use; the user's variable, or their --shutdown-timeout later on the
+        # line, wins. One knob for both ways a job stops: a signal, a failed worker (ExitClock).
+        flags.append(f"--shutdown-timeout={failures.SHUTDOWN_TIMEOUT_DEFAULT}")
+    return flags + list(config.torchrun_args)
+
+
+def prepare(
+    config: TorchrunConfig,
+    entry: WorkerEntry,
+    args: Sequence[str],
+    worker_environment: environment.Changes,
+    *,
+    name: str,
+    scratch: str,
+) -> Launch:
+    """Checks the launch as torchrun would, raising UsageError instead of starting workers.
+
+    `args` go to every worker's main, `worker_environment` into every worker's environment, with
+    what torch itself would have written into os.environ for them: os.environ stays as it was.
+    Worker output is teed through `scratch`, a directory that lives as long as the launch (torch
+    would leave a /tmp/torchelastic_* directory behind per launch), unless the user chose a log
+    directory, --tee or --redirects.
+    """
+
+    def usage_error(message: str) -> NoReturn:  # argparse would print usage and exit
+        raise UsageError(f"torchrun: {message}")
+
+    argv = torchrun_argv(config)
+    try:
+        with environment.restored():  # the parser reads PET_* variables, some with int()
+            environment.apply(dict.fromkeys(_OWNED_PET_VARIABLES))
+            parser = torchrun.get_args_parser()
+        parser.allow_abbrev = False  # "--stand" must not pass for --standalone
+        parser.error = usage_error  # type: ignore[method-assign]
+        # The user's arguments are not parsed: argparse would drop a leading "--" from them.
+        parsed = parser.parse_args([*argv, *entry.torchrun_entry()])
+        if parsed.log_dir:
+            _check_writable(parsed.log_dir)
+        if config.nproc_per_node == "gpu" and not torch.cuda.is_available():
+            # torchrun would only say "Cuda is not available."
+            raise UsageError("nproc_per_node='gpu': no CUDA device is visible; use an int or cpu")
+        teed = parsed.tee == parsed.redirects == "0"
+        if teed:  # every worker line to the console, with its rank (torchrun's --tee=3)
+            parsed.tee, parsed.log_dir = "3", parsed.log_dir or os.path.join(scratch, "logs")
+        local_workers = torchrun.determine_local_world_size(parsed.nproc_per_node)
+        threads = os.environ.get("OMP_NUM_THREADS") or ""
+        with environment.captured() as written_by_torch:
+            if not threads:  # torchrun would set 1 and warn in four lines
+                threads = str(max(1, console.cpus() // local_workers))
+                environment.apply({"OMP_NUM_THREADS": threads})
+            launch_config, entrypoint, entrypoint_args = torchrun.config_from_args(parsed)
+    except ValueError as error:  # torchrun's own checks of its flags and PET_* variables
+        raise UsageError(f"torchrun: {error}") from None
+    if console.PREFIX_TEMPLATE_ENV not in os.environ:
+        launch_config.log_line_prefix_template = console.line_prefix(config)
+
+    workers: dict[str, str | None] = {
+        **written_by_torch,
+        # Teed output goes to a file, which Python would block-buffer: torchrun's `python -u`.
+        **({"PYTHONUNBUFFERED": "1"} if teed and "PYTHONUNBUFFERED" not in os.environ else {}),
+        **entry.environment(),
+        **dict.fromkeys(_OWNED_PET_VARIABLES),
+        **worker_environment,
+    }
+    ifname = loopback.INTERFACE if config.standalone else config.socket_ifname
+    if ifname:
+        # gloo and NCCL otherwise use the host name's address, loopback on many machines.
+        workers.update({name: ifname for name in IFNAME_VARIABLES if name not in os.environ})
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    banner = console.Banner(
+        name,
+        local_workers,
+        config,
+        f"{cuda} GPU{'s' if cuda > 1 else ''} (nccl)" if cuda else "CPU (gloo)",
+        os.environ.get("OMP_NUM_THREADS") or threads,
+        "OMP_NUM_THREADS" not in os.environ,
+    )
+    return Launch(
+        [*argv, *entry.torchrun_entry(), *args],
+        banner.line(),
+        launch_config,
+        entrypoint,
+        [*entrypoint_args, *args],
+        workers,
+        config.standalone,
+    )
+
+
+def _check_writable(directory: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        raise UsageError(
+            f"log_dir={directory!r} (from --log-dir or PET_LOG_DIR): cannot write there;"
+            " choose a writable directory"
+        )
+
+
+def run(launch: Launch, *, name: str) -> int:
+    """Starts the workers through torch elastic and returns the exit status the job should have.
+
+    That is 0, the exit code of the first failed worker (torchrun itself only says 1), or 128+N
+    when a worker or the launcher was ended by signal N. torch elastic owns the signals: SIGTERM,
+    SIGINT, SIGHUP and SIGQUIT stop every worker (grace period, then SIGKILL), which matters
+    because `bazel run` does not forward Ctrl-C to the binary's children (bazel#3519).
+    Call it inside `environment.restored()`: the workers' variables go into os.environ, where
+    torch elastic copies them from.
+    """
+    if launch.standalone:
+        loopback.register()
+    print(launch.banner, file=sys.stderr, flush=True)
+    if console.verbose(os.environ):
+        print(console.command_line(name, launch.argv), file=sys.stderr, flush=True)
+    environment.apply(launch.environment)
+    clock = failures.ExitClock(name, launch.config.shutdown_timeout)
+    try:
+        with clock, signals.handled(launch.config, name=name) as config:
+            elastic_launch(config, launch.entrypoint)(*launch.entrypoint_args)
+    except ChildFailedError as failed:
+        # The one place a worker's failure is shown: the first to end is the root cause.
+        ordered = failures.in_order(failed, clock)
+        print(failures.report(name, ordered), file=sys.stderr)
+        return exit_code_of_worker(ordered[0].exitcode)
+    except RendezvousError as error:
+        print(f"{name}: error: {_rendezvous_failure(launch.config, error)}", file=sys.stderr)
+        if launch.config.max_nodes > 1:
+            # The node hosting the store has just closed the rendezvous in it. Nodes still waiting
+            # poll it every second: keep it up so they read "closed", not "connection refused".
+            time.sleep(_STORE_LINGER_SECONDS)
+        return 1
+    except SignalException as stopped:
+        print(f"{name}: stopped by {stopped.sigval.name}; workers stopped", file=sys.stderr)
+        return exit_code_of_signal(stopped.sigval)
+    return 0
+
+
+def _rendezvous_failure(config: LaunchConfig, error: RendezvousError) -> str:
+    """One line for a rendezvous that did not form: torch's own message may be empty."""
+    nodes = str(config.min_nodes)
+    if config.max_nodes != config.min_nodes:
+        nodes += f" to {config.max_nodes}"
+    where = f"rendezvous {config.run_id} at {config.rdzv_endpoint}"
+    timeout = config.rdzv_configs.get("join_timeout", _JOIN_TIMEOUT_DEFAULT)
+    fix = "start every node with the same cluster description, or raise join_timeout"
+    if isinstance(error, RendezvousTimeoutError):
+        return f"{where} timed out: {nodes} nodes did not all join within {timeout} s; {fix}"
+    if isinstance(error, RendezvousClosedError):  # another node gave up first, and closed it
+        return (
+            f"{where} was closed by another node before {nodes} nodes joined (it timed out after"
+            f" {timeout} s, or stopped); {fix}"
+        )
+    if isinstance(error, RendezvousConnectionError):  # torch's own message only says "see inner"
+        read_timeout = config.rdzv_configs.get("read_timeout", _READ_TIMEOUT_DEFAULT)
+        cause = str(error.__cause__ or "no detail").splitlines()[0]
+        return (
+            f"{where}: the chief's store did not answer (read_timeout={read_timeout} s; {cause});"
+            " start the chief node, or check the address and that this node reaches it"
+        )
+    return (
+        f"{where} failed ({type(error).__name__}: {error or 'no detail'}); check that the chief"
+        " node runs and that this node reaches it"
+    )

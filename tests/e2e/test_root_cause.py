@@ -1,0 +1,197 @@
+"""The root cause of a failed job is the rank that failed first, and stopping the others is bounded.
+
+One rank fails while the others wait for it in a collective, and they fail a few milliseconds
+later with only an echo ("Connection closed by peer"). torch elastic's own order (whole seconds,
+ties to the lowest rank) often blames one of them, so each scenario runs 30 times and every run
+must name the failed rank and take its code. The 30 runs launch in-process with workers whose
+collective is a plain loopback socket (tests/e2e/echo_probe.py): importing torch in every worker
+of 150 launches would take CI's 2 cores a quarter of an hour. The same scenarios then run a few
+times through the Bazel binary, on gloo (tests/e2e/root_cause.py).
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from bazel_harness import BIN, ROOT, run, wait_for
+from procfs import processes_with_env
+
+from py_distributed import launcher
+from py_distributed.entry import InterpreterEntry
+
+STUB = BIN / "tests/e2e/root_cause"
+ECHO_PROBE = Path(__file__).with_name("echo_probe.py")
+RUNS = 30  # per scenario, in-process
+GLOO_RUNS = 2  # per scenario, through the Bazel binary on gloo
+CONCURRENCY = 3  # launches at a time: 12 processes importing torch on a 2-core machine
+# What a loaded 2-core machine may add to a bound: torch notices within its monitor interval, the
+# launcher then reports and exits. torch's own 30 s grace would overshoot it.
+MARGIN = 10
+SHUTDOWN_TIMEOUT_DEFAULT = 5  # py_distributed.failures.SHUTDOWN_TIMEOUT_DEFAULT
+ROOT_CAUSE = re.compile(r": root cause: rank (\d+) ")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    out: str
+    root_rank: int | None  # as the report names it
+    failed_to_exit: float | None  # seconds from the last round's failure to the launcher's exit
+
+
+def launch(probe_dir: Path, run_id: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Starts the probe in its own session; PROBE_DIR and the run id are the test's."""
+    return subprocess.Popen(
+        [STUB],
+        env={**os.environ, "PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def run_once(probe_dir: Path, run_id: str, env: dict[str, str]) -> Outcome:
+    probe_dir.mkdir()
+    done = run([STUB], env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **env})
+    ended = time.time()
+    return _outcome(probe_dir, done.returncode, done.stdout, ended)
+
+
+def _outcome(probe_dir: Path, code: int, out: str, ended: float) -> Outcome:
+    found = ROOT_CAUSE.search(out)
+    failed = sorted(probe_dir.glob("failed*.json"))
+    failed_at = json.loads(failed[-1].read_text())["time"] if failed else None
+    return Outcome(
+        code,
+        out,
+        int(found[1]) if found else None,
+        ended - failed_at if failed_at is not None else None,
+    )
+
+
+@pytest.fixture
+def run_ids(built):
+    """Makes rendezvous ids for one test; afterwards no process of those runs may be left."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"test-{uuid.uuid4().hex}")
+        return made[-1]
+
+    yield make
+    left = lambda: [p for r in made for p in processes_with_env("PY_DISTRIBUTED_RUN_ID", r)]  # noqa: E731
+    assert wait_for(lambda: not left(), timeout=15), f"orphans: {left()}"
+
+
+SCENARIOS = [
+    pytest.param("1:exit7", 0, 1, 7, id="system-exit-7"),
+    pytest.param("1:raise", 0, 1, 1, id="exception"),
+    pytest.param("2:os_exit3", 0, 2, 3, id="os-exit-3"),
+    pytest.param("2:sigkill", 0, 2, 137, id="sigkill"),
+    # Round 0: rank 2 exits 3; after the restart, rank 1 exits 7: the last round decides.
+    pytest.param("2:os_exit3,1:exit7", 1, 1, 7, id="restart-last-round-decides"),
+]
+# torch elastic looks at its workers every monitor_interval (0.1 s by default) and then stops the
+# rest: with a longer look it finds the echoes ended too, where its own order gives the first
+# failure to the lowest rank, so these tests fail without the launcher's exit clock (torch's order
+# named rank 1 in 0 of 12 gloo runs of system-exit-7, rank 2 in 3 of 12 of sigkill, at 1 s).
+MONITOR_INTERVAL = "0.5"
+
+
+def echo_probe() -> InterpreterEntry:
+    """Workers that run echo_probe.py with the bare interpreter, the runtime on their path."""
+    return InterpreterEntry((str(ECHO_PROBE),), {"PYTHONPATH": str(ROOT / "runtime")})
+
+
+@pytest.mark.parametrize(("failures", "max_restarts", "rank", "code"), SCENARIOS)
+def test_first_failed_rank_is_the_root_cause_and_its_code_the_jobs(
+    tmp_path, capfd, failures, max_restarts, rank, code
+):
+    settings = {"nproc_per_node": "3", "max_restarts": str(max_restarts)}
+    wrong, started = [], time.monotonic()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROBE_FAILURES", failures)
+        patch.setenv("PET_MONITOR_INTERVAL", MONITOR_INTERVAL)
+        for i in range(RUNS):
+            probe_dir = tmp_path / f"run{i}"
+            probe_dir.mkdir()
+            patch.setenv("PROBE_DIR", str(probe_dir))
+            job = launcher.Job("echo", settings, "test", echo_probe)
+            status = launcher.launch(job)
+            out = capfd.readouterr().err
+            found = ROOT_CAUSE.search(out)
+            if (status, int(found[1]) if found else None) != (code, rank):
+                wrong.append(f"exit {status}:\n{out}")
+            elif out.count(": also failed") != 2:  # one line for each other failed rank
+                wrong.append(out)
+    with capfd.disabled():
+        print(
+            f"\n{failures}: {RUNS - len(wrong)}/{RUNS} right in {time.monotonic() - started:.0f} s"
+        )
+    assert not wrong, "\n\n".join(wrong[:2]) + f"\n({len(wrong)} of {RUNS} wrong)"
+
+
+@pytest.mark.parametrize(("failures", "max_restarts", "rank", "code"), SCENARIOS)
+def test_on_gloo_through_the_binary_too(tmp_path, run_ids, failures, max_restarts, rank, code):
+    env = {
+        "PROBE_FAILURES": failures,
+        "PET_MAX_RESTARTS": str(max_restarts),
+        "PET_MONITOR_INTERVAL": MONITOR_INTERVAL,
+    }
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        outcomes = list(
+            pool.map(lambda i: run_once(tmp_path / f"run{i}", run_ids(), env), range(GLOO_RUNS))
+        )
+    wrong = [o for o in outcomes if (o.code, o.root_rank) != (code, rank)]
+    assert not wrong, "\n\n".join(f"exit {o.code}, rank {o.root_rank}:\n{o.out}" for o in wrong)
+    for o in outcomes:
+        assert o.out.count(": also failed") == 2, o.out
+
+
+def test_a_rank_deaf_to_sigterm_is_killed_within_the_default_shutdown_timeout(tmp_path, run_ids):
+    outcome = run_once(
+        tmp_path / "probe", run_ids(), {"PROBE_FAILURES": "1:exit7", "PROBE_DEAF_RANK": "2"}
+    )
+    assert (outcome.code, outcome.root_rank) == (7, 1), outcome.out
+    assert "rank 2 was killed by SIGKILL" in outcome.out
+    assert outcome.failed_to_exit is not None
+    print(f"\ndeaf rank, default timeout: failure to exit {outcome.failed_to_exit:.2f} s")
+    assert SHUTDOWN_TIMEOUT_DEFAULT <= outcome.failed_to_exit < SHUTDOWN_TIMEOUT_DEFAULT + MARGIN
+
+
+def test_pet_shutdown_timeout_sets_the_bound_after_a_failure(tmp_path, run_ids):
+    timeout = 12  # the default, 5, or torch's 30 would each fall outside [12, 12 + MARGIN)
+    env = {"PROBE_FAILURES": "1:exit7", "PROBE_DEAF_RANK": "2", "PET_SHUTDOWN_TIMEOUT": "12"}
+    outcome = run_once(tmp_path / "probe", run_ids(), env)
+    assert (outcome.code, outcome.root_rank) == (7, 1), outcome.out
+    assert outcome.failed_to_exit is not None
+    print(f"\ndeaf rank, PET_SHUTDOWN_TIMEOUT=12: failure to exit {outcome.failed_to_exit:.2f} s")
+    assert timeout <= outcome.failed_to_exit < timeout + MARGIN, outcome.out
+
+
+def test_signal_to_launcher_stops_a_deaf_rank_within_the_same_shutdown_timeout(tmp_path, run_ids):
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    proc = launch(probe_dir, run_ids(), {"PROBE_DEAF_RANK": "2"})  # ranks 0, 1 wait for it
+    try:
+        assert wait_for(lambda: len(list(probe_dir.glob("up*.json"))) == 3, timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        out, _ = proc.communicate(timeout=120)
+        elapsed = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    print(f"\ndeaf rank, SIGTERM to the launcher: signal to exit {elapsed:.2f} s")
+    assert SHUTDOWN_TIMEOUT_DEFAULT <= elapsed < SHUTDOWN_TIMEOUT_DEFAULT + MARGIN, out

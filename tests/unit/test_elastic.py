@@ -1,0 +1,101 @@
+"""The hand-off to torch elastic before any worker starts, and the loopback rendezvous."""
+
+import os
+
+import pytest
+from procfs import listening_addresses
+from torch.distributed.elastic.rendezvous import RendezvousParameters
+
+from py_distributed import config, elastic, loopback
+from py_distributed.cluster import single_machine
+from py_distributed.entry import StubEntry
+from py_distributed.errors import UsageError
+
+BUILD = {"nproc_per_node": "2"}
+ENTRY = StubEntry("/bin/true", {})
+
+
+def prepare(environ, torchrun_args=()):
+    resolved = config.resolve(BUILD, "BUILD", torchrun_args, environ, single_machine())
+    return elastic.prepare(resolved, ENTRY, ["--", "a"], {}, name="unit", scratch="/tmp/unit")
+
+
+def test_user_arguments_are_passed_untouched_even_a_leading_double_dash():
+    launch = prepare({})
+    assert launch.entrypoint == "/bin/true"
+    assert launch.entrypoint_args[-2:] == ["--", "a"]
+    assert launch.argv[-3:] == ["/bin/true", "--", "a"]
+
+
+def test_a_standalone_job_rendezvouses_on_loopback_with_a_port_from_the_kernel():
+    launch = prepare({})
+    assert launch.standalone
+    assert launch.config.rdzv_backend == loopback.BACKEND
+    assert launch.config.rdzv_endpoint == f"{loopback.ADDRESS}:0"
+    assert launch.config.local_addr == loopback.ADDRESS
+    assert launch.environment["GLOO_SOCKET_IFNAME"] == loopback.INTERFACE
+
+
+def test_extra_torchrun_args_reach_torchrun():
+    launch = prepare({}, ["--log-dir=/tmp/py-distributed-test-logs", "--tee", "3"])
+    assert launch.argv[-7:-4] == ["--log-dir=/tmp/py-distributed-test-logs", "--tee", "3"]
+    assert launch.config.logs_specs.root_log_dir == "/tmp/py-distributed-test-logs"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PET_VIRTUAL_LOCAL_RANK", "yes", "torchrun: invalid literal"),
+        ("PET_MONITOR_INTERVAL", "x", "torchrun: argument --monitor-interval"),
+        ("PET_LOCAL_RANKS_FILTER", "x", "torchrun: --local_ranks_filter must be"),
+        ("PET_REDIRECTS", "9", "torchrun:"),
+        ("PET_LOG_DIR", "/proc/forbidden", "log_dir='/proc/forbidden' (from --log-dir or"),
+    ],
+)
+def test_bad_torchrun_values_are_usage_errors(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        prepare(dict(os.environ))
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help", "--stand", "--no-py"])
+def test_help_and_abbreviations_are_refused_in_torchrun_args(flag):
+    with pytest.raises(UsageError):
+        prepare({}, [flag])
+
+
+def test_prepare_leaves_os_environ_alone_and_hands_the_workers_what_torch_wrote(monkeypatch):
+    monkeypatch.setenv("PET_STANDALONE", "1")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    launch = prepare(dict(os.environ))
+    assert dict(os.environ) == before
+    # Set for the workers (the CPUs shared among them), where torchrun would set it in os.environ.
+    assert launch.environment["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    # The launcher owns how workers start: PET_STANDALONE neither reaches torchrun nor the workers.
+    assert launch.config.run_id == resolved_run_id(launch)
+    assert launch.environment["PET_STANDALONE"] is None
+
+
+def resolved_run_id(launch):
+    return next(f.split("=", 1)[1] for f in launch.argv if f.startswith("--rdzv-id="))
+
+
+def test_loopback_rendezvous_listens_on_127_0_0_1_with_a_new_workers_store_each_round():
+    params = RendezvousParameters(
+        backend=loopback.BACKEND,
+        endpoint=f"{loopback.ADDRESS}:0",
+        run_id="unit",
+        min_nodes=1,
+        max_nodes=1,
+        local_addr=loopback.ADDRESS,
+    )
+    handler = loopback._create_handler(params)
+    first = handler.next_rendezvous().bootstrap_store_info
+    second = handler.next_rendezvous().bootstrap_store_info
+    assert first.master_addr == second.master_addr == loopback.ADDRESS
+    assert first.master_port != second.master_port
+    listening = listening_addresses([os.getpid()])
+    assert (loopback.ADDRESS, second.master_port) in listening
+    assert {address for address, _ in listening} == {loopback.ADDRESS}
+    handler.shutdown()
