@@ -7,9 +7,11 @@ each line carries torchrun's log-line prefix, here the rank, and `--local-ranks-
 PET_LOCAL_RANKS_FILTER) shows only the ranks chosen.
 """
 
+import contextlib
+import logging
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from py_distributed.config import TorchrunConfig
@@ -72,3 +74,20 @@ def command_line(name: str, argv: Sequence[str]) -> str:
     """The torchrun command line, for the record: the workers also need the launcher's
     environment, so it is not meant to be run again by hand."""
     return f"{name}: torchrun {shlex.join(argv)}"
+
+
+@contextlib.contextmanager
+def torch_elastic_log(environ: Mapping[str, str]) -> Iterator[None]:
+    """torch elastic's own log only when asked (VERBOSE_ENV): it names failed workers in its own
+    order, often blaming an echo, where the launcher reports the root cause once, and lists every
+    signal it sends. Its loggers set their own levels (elastic/utils/logging.py), so only
+    `logging.disable` reaches them; the previous setting is back when the block ends."""
+    if verbose(environ):
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)

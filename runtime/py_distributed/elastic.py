@@ -199,7 +199,11 @@ def run(launch: Launch, *, name: str) -> int:
     environment.apply(launch.environment)
     clock = failures.ExitClock(name, launch.config.shutdown_timeout)
     try:
-        with clock, signals.handled(launch.config, name=name) as config:
+        with (
+            clock,
+            signals.handled(launch.config, name=name) as config,
+            console.torch_elastic_log(os.environ),
+        ):
             elastic_launch(config, launch.entrypoint)(*launch.entrypoint_args)
     except ChildFailedError as failed:
         # The one place a worker's failure is shown: the first to end is the root cause.
