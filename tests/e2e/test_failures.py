@@ -23,12 +23,13 @@ def run_id(built):
     assert wait_for(lambda: not left(), timeout=15), f"orphans: {left()}"
 
 
-def launch(probe_dir, run_id, **probe):
-    """Starts the allreduce binary in its own session with PROBE_* settings; returns the Popen."""
+def launch(probe_dir, run_id, stub=STUB, **probe):
+    """Starts a probe binary (default: allreduce) in its own session with PROBE_* settings;
+    returns the Popen."""
     env = {"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id}
     env.update({f"PROBE_{k.upper()}": str(v) for k, v in probe.items()})
     return subprocess.Popen(
-        [STUB],
+        [stub],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

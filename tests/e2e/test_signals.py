@@ -1,10 +1,8 @@
 """Signals to the launcher, on real processes: every running rank's stacks when it is told to stop,
 and preemption signals (SIGUSR1, SIGUSR2) passed on to the workers, which decide."""
 
-import os
 import re
 import signal
-import subprocess
 import time
 
 import pytest
@@ -23,16 +21,7 @@ LABEL = re.compile(rf"^{re.escape(TARGET)}: rank (\d+) \(local rank \d, node ran
 def start(probe_dir, rdzv_id, **probe):
     """Starts the probe binary in its own session with PROBE_* settings; returns the Popen once
     both ranks wait, in the functions their stacks must name."""
-    env = {"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": rdzv_id}
-    env.update({f"PROBE_{k.upper()}": str(v) for k, v in probe.items()})
-    proc = subprocess.Popen(
-        [STUB],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = test_failures.launch(probe_dir, rdzv_id, STUB, **probe)
     ready = lambda: len(list(probe_dir.glob("rank*.ready"))) == 2  # noqa: E731
     if not wait_for(ready, timeout=60):
         proc.kill()
