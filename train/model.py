@@ -28,7 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint",
         default="train_output/model.pt",
-        help="where rank 0 saves the model; relative to the directory `bazel run` was called from",
+        help="where rank 0 saves the model; relative to the directory `bazel run` was called from,"
+        " or in `bazel test` to the test's outputs",
     )
     return parser.parse_args(argv)
 
@@ -48,7 +49,10 @@ def digits(seed: int) -> tuple[TensorDataset, TensorDataset]:
 
 def checkpoint_path(path: str) -> str:
     # `bazel run` starts the binary inside its runfiles; the user meant the directory they were in.
-    return os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()), path)
+    # `bazel test` keeps what a test writes to its undeclared outputs (test.outputs/outputs.zip).
+    env = os.environ
+    where = env.get("BUILD_WORKING_DIRECTORY") or env.get("TEST_UNDECLARED_OUTPUTS_DIR")
+    return os.path.join(where or os.getcwd(), path)
 
 
 def setup_process_group() -> tuple[int, int, torch.device]:

@@ -39,6 +39,8 @@ def _distributed_main_impl(ctx):
     args.add("--stub", _runfiles_path(repo or ctx.workspace_name, ctx.label.package, ctx.attr.binary))
     args.add("--main", _file_runfiles_path(ctx, ctx.file.main))
     args.add("--worker-entry", ctx.attr.worker_entry)
+    if ctx.attr.test:
+        args.add("--test")
     args.add_all(["%s=%s" % (k, v) for k, v in sorted(settings.items()) if v], format_each = "--setting=%s")
     args.add_all(ctx.attr.torchrun_args, format_each = "--torchrun-arg=%s")
     ctx.actions.run(
@@ -66,6 +68,7 @@ distributed_main = rule(
         "rdzv_backend": attr.string(default = "c10d", doc = "torchrun's --rdzv-backend."),
         "rdzv_conf": attr.string_dict(doc = "torchrun's --rdzv-conf, as a dict."),
         "rdzv_endpoint": attr.string(doc = "torchrun's --rdzv-endpoint; empty: decided at run time."),
+        "test": attr.bool(doc = "Whether the binary is a py_test: its launcher speaks Bazel's test protocol."),
         "torchrun_args": attr.string_list(doc = "Further torchrun flags."),
         # A BUILD-only choice with no run-time override: Bazel checks it, and nothing else does.
         "worker_entry": attr.string(

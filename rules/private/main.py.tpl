@@ -10,4 +10,5 @@ main(
     build_values={build_values},
     torchrun_args={torchrun_args},
     worker_entry={worker_entry},
+    test={test},
 )

@@ -1,4 +1,5 @@
-"""Implementation of py_distributed_binary: a settings rule that writes the main, then py_binary."""
+"""Implementation of py_distributed_binary, and what py_distributed_test shares with it: a settings
+rule that writes the main, then the py rule."""
 
 load(":distributed_main.bzl", "distributed_main")
 
@@ -64,12 +65,67 @@ def py_distributed_binary(
         visibility, tags, testonly, and any other py_binary attribute.
     """
 
-    # Decided here and only here, inside the macro: Bazel 9 has no native.py_binary, and reading it
+    distributed_py(
+        macro = "py_distributed_binary",
+        name = name,
+        rule = py_binary_rule or getattr(native, "py_binary", None),
+        srcs = srcs,
+        main = main,
+        deps = deps,
+        nproc_per_node = nproc_per_node,
+        nnodes = nnodes,
+        max_restarts = max_restarts,
+        rdzv_backend = rdzv_backend,
+        rdzv_endpoint = rdzv_endpoint,
+        rdzv_conf = rdzv_conf,
+        torchrun_args = torchrun_args,
+        worker_entry = worker_entry,
+        **kwargs
+    )
+
+def distributed_py(
+        macro,
+        name,
+        rule,
+        srcs,
+        main,
+        deps,
+        nproc_per_node,
+        nnodes,
+        max_restarts,
+        rdzv_backend,
+        rdzv_endpoint,
+        rdzv_conf,
+        torchrun_args,
+        worker_entry,
+        test = False,
+        **kwargs):
+    """What py_distributed_binary and py_distributed_test share: the settings rule, then `rule`.
+
+    Args:
+      macro: the public macro's name, for messages.
+      name: the target's name.
+      rule: the py rule to call (py_binary or py_test), or None where this Bazel has no built-in one.
+      srcs: as the public macro's.
+      main: as the public macro's.
+      deps: as the public macro's.
+      nproc_per_node: as the public macro's.
+      nnodes: as the public macro's.
+      max_restarts: as the public macro's.
+      rdzv_backend: as the public macro's.
+      rdzv_endpoint: as the public macro's.
+      rdzv_conf: as the public macro's.
+      torchrun_args: as the public macro's.
+      worker_entry: as the public macro's.
+      test: whether `rule` is a py_test, whose launcher then speaks Bazel's test protocol.
+      **kwargs: passed unchanged to `rule`.
+    """
+
+    # Decided here and only here, inside the macro: Bazel 9 has no native py rules, and reading one
     # when this file loads would break there (hedron PR #235).
-    binary_rule = py_binary_rule or getattr(native, "py_binary", None)
-    if not binary_rule:
-        fail("py_distributed_binary(name = %r): this Bazel has no built-in py_binary; load " % name +
-             "py_distributed_binary from @rules_py_distributed//rules:rules_python.bzl instead")
+    if not rule:
+        fail("%s(name = %r): this Bazel has no built-in py rules; load " % (macro, name) +
+             "%s from @rules_py_distributed//rules:rules_python.bzl instead" % macro)
 
     listed = type(srcs) == "list"
     if not main:
@@ -78,7 +134,7 @@ def py_distributed_binary(
     # Only where both are plain file names of this package can "not in srcs" be told at loading time.
     plain = listed and all([type(f) == "string" and ":" not in f and "/" not in f for f in [main] + srcs])
     if plain and main not in srcs:
-        fail("py_distributed_binary(name = %r): main = %r is not in srcs; add it to srcs" % (name, main))
+        fail("%s(name = %r): main = %r is not in srcs; add it to srcs" % (macro, name, main))
     generated_main = "_%s_py_distributed_main.py" % name
     distributed_main(
         name = "_%s_py_distributed_main" % name,
@@ -93,11 +149,12 @@ def py_distributed_binary(
         rdzv_conf = {k: str(v) for k, v in rdzv_conf.items()} if type(rdzv_conf) == "dict" else rdzv_conf,
         torchrun_args = torchrun_args,
         worker_entry = worker_entry,
+        test = test,
         tags = kwargs.get("tags"),
-        testonly = kwargs.get("testonly", False),
+        testonly = kwargs.get("testonly", test),
         visibility = ["//visibility:private"],
     )
-    binary_rule(
+    rule(
         name = name,
         srcs = srcs + [generated_main],
         main = generated_main,

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from py_distributed import entry, launcher, runfiles_env, worker
+from py_distributed import bazel_test, entry, launcher, runfiles_env, worker
 from py_distributed.errors import exit_on_usage_error
 
 
@@ -22,6 +22,7 @@ def main(
     build_values: Mapping[str, str],
     torchrun_args: Sequence[str],
     worker_entry: str,
+    test: bool = False,
 ) -> NoReturn:
     """Runs `target` as a worker or as its launcher. Paths are canonical runfiles paths.
 
@@ -33,6 +34,7 @@ def main(
       build_values: torchrun settings from BUILD, checked at build time; PET_* variables win.
       torchrun_args: further torchrun flags from BUILD.
       worker_entry: "stub" or "pythonpath", see `py_distributed.entry`.
+      test: whether the binary is a py_distributed_test, run by `bazel test`.
     """
     args = sys.argv[1:]
     if worker.is_distributed_worker():
@@ -44,4 +46,4 @@ def main(
         return entry.for_binary(worker_entry, shim, runfiles_env.locate(stub, os.environ, shim))
 
     job = launcher.Job(target, build_values, "BUILD", workers_start, args, torchrun_args)
-    sys.exit(launcher.launch(job))
+    sys.exit(bazel_test.launch(job) if test else launcher.launch(job))

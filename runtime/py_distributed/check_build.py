@@ -22,6 +22,7 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--stub", required=True, help="runfiles path of the binary's stub")
     parser.add_argument("--main", required=True, help="runfiles path of the user's main")
     parser.add_argument("--worker-entry", required=True, choices=("pythonpath", "stub"))
+    parser.add_argument("--test", action="store_true", help="a py_distributed_test's main")
     parser.add_argument("--setting", action="append", default=[], help="KNOB=VALUE from BUILD")
     parser.add_argument("--torchrun-arg", action="append", default=[], help="a further flag")
     args = parser.parse_args(argv)
@@ -39,6 +40,7 @@ def main(argv: Sequence[str]) -> None:
         "build_values": repr(settings),
         "torchrun_args": repr(args.torchrun_arg),
         "worker_entry": repr(args.worker_entry),
+        "test": repr(args.test),
     }
     for key, value in values.items():
         text = text.replace(f"{{{key}}}", value)

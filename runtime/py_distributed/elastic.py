@@ -27,6 +27,7 @@ from py_distributed import console, environment, failures, loopback, signals
 from py_distributed.config import TorchrunConfig
 from py_distributed.entry import WorkerEntry
 from py_distributed.errors import UsageError, exit_code_of_signal, exit_code_of_worker
+from py_distributed.launcher import Outcome
 from py_distributed.node_address import IFNAME_VARIABLES
 
 
@@ -41,6 +42,7 @@ class Launch:
     entrypoint_args: list[str]
     environment: environment.Changes  # for the workers
     standalone: bool
+    local_workers: int
 
 
 # torch elastic's defaults (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py,
@@ -165,6 +167,7 @@ def prepare(
         [*entrypoint_args, *args],
         workers,
         config.standalone,
+        local_workers,
     )
 
 
@@ -181,13 +184,13 @@ def _check_writable(directory: str) -> None:
         )
 
 
-def run(launch: Launch, *, name: str) -> int:
-    """Starts the workers through torch elastic and returns the exit status the job should have.
+def run(launch: Launch, *, name: str) -> Outcome:
+    """Starts the workers through torch elastic and returns how the job ended.
 
-    That is 0, the exit code of the first failed worker (torchrun itself only says 1), or 128+N
-    when a worker or the launcher was ended by signal N. torch elastic owns the signals: SIGTERM,
-    SIGINT, SIGHUP and SIGQUIT stop every worker (grace period, then SIGKILL), which matters
-    because `bazel run` does not forward Ctrl-C to the binary's children (bazel#3519).
+    Its exit status is 0, the exit code of the first failed worker (torchrun itself only says 1),
+    or 128+N when a worker or the launcher was ended by signal N. torch elastic owns the signals:
+    SIGTERM, SIGINT, SIGHUP and SIGQUIT stop every worker (grace period, then SIGKILL), which
+    matters because `bazel run` does not forward Ctrl-C to the binary's children (bazel#3519).
     Call it inside `environment.restored()`: the workers' variables go into os.environ, where
     torch elastic copies them from.
     """
@@ -198,6 +201,11 @@ def run(launch: Launch, *, name: str) -> int:
         print(console.command_line(name, launch.argv), file=sys.stderr, flush=True)
     environment.apply(launch.environment)
     clock = failures.ExitClock(name, launch.config.shutdown_timeout)
+    kept = launch.config.logs_specs.root_log_dir if launch.config.logs_specs else ""
+
+    def outcome(exit_code: int, failed: Sequence[failures.Failure] = ()) -> Outcome:
+        return Outcome(exit_code, launch.local_workers, failed, kept)
+
     try:
         with (
             clock,
@@ -209,18 +217,18 @@ def run(launch: Launch, *, name: str) -> int:
         # The one place a worker's failure is shown: the first to end is the root cause.
         ordered = failures.in_order(failed, clock)
         print(failures.report(name, ordered), file=sys.stderr)
-        return exit_code_of_worker(ordered[0].exitcode)
+        return outcome(exit_code_of_worker(ordered[0].exitcode), ordered)
     except RendezvousError as error:
         print(f"{name}: error: {_rendezvous_failure(launch.config, error)}", file=sys.stderr)
         if launch.config.max_nodes > 1:
             # The node hosting the store has just closed the rendezvous in it. Nodes still waiting
             # poll it every second: keep it up so they read "closed", not "connection refused".
             time.sleep(_STORE_LINGER_SECONDS)
-        return 1
+        return outcome(1)
     except SignalException as stopped:
         print(f"{name}: stopped by {stopped.sigval.name}; workers stopped", file=sys.stderr)
-        return exit_code_of_signal(stopped.sigval)
-    return 0
+        return outcome(exit_code_of_signal(stopped.sigval))
+    return outcome(0)
 
 
 def _rendezvous_failure(config: LaunchConfig, error: RendezvousError) -> str:

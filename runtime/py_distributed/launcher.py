@@ -12,11 +12,15 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from py_distributed import config, environment, node_address
 from py_distributed.cluster import Cluster, machine_from_env
 from py_distributed.entry import WorkerEntry
 from py_distributed.errors import EXIT_USAGE, UsageError, print_usage_error
+
+if TYPE_CHECKING:  # the pipeline imports torch only once the cheap checks have passed
+    from py_distributed.failures import Failure
 
 # Set by the launcher for its workers, to the torchrun run id. torchrun gives every worker
 # TORCHELASTIC_RUN_ID, so a worker is a process whose two values agree. WORLD_SIZE/RANK alone prove
@@ -40,9 +44,25 @@ class Job:
     cluster: Cluster | None = None  # None: read from the environment
 
 
-def launch(job: Job) -> int:
+@dataclass(frozen=True)
+class Outcome:
+    """How a launch ended, for a caller that reports more than the exit status (a Bazel test)."""
+
+    exit_code: int
+    local_workers: int = 0  # 0: none started (a bad input)
+    failures: Sequence["Failure"] = ()  # this node's failed workers, the root cause first
+    # torchrun's log directory: <log_dir>/<run id>_*/attempt_<n>/<local rank>/std{out,err}.log,
+    # readable only until `observe` returns; "" where the workers' output was not kept.
+    log_dir: str = ""
+
+
+def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int:
     """Runs `job` and returns its exit status: 0, the failed rank's code, 128+N for signal N, or
-    EXIT_USAGE for a bad input (its one line printed), found before any worker started."""
+    EXIT_USAGE for a bad input (its one line printed), found before any worker started.
+
+    `observe` is called with the outcome before the launch's temporary files are removed.
+    """
+    observe = observe or (lambda _: None)
     with environment.restored(), tempfile.TemporaryDirectory(prefix="py_distributed-") as scratch:
         try:
             refuse_foreign_worker(os.environ)
@@ -65,8 +85,11 @@ def launch(job: Job) -> int:
             )
         except UsageError as error:
             print_usage_error(job.name, error)
+            observe(Outcome(EXIT_USAGE))
             return EXIT_USAGE
-        return elastic.run(prepared, name=job.name)
+        outcome = elastic.run(prepared, name=job.name)
+        observe(outcome)
+        return outcome.exit_code
 
 
 def is_foreign_worker(environ: Mapping[str, str]) -> bool:
