@@ -92,18 +92,6 @@ def test_workers_run_the_script_from_the_runfiles_tree_as_main(built, probe_dir,
         )
 
 
-def test_relocated_runfiles_tree_still_starts_workers(built, probe_dir, tmp_path):
-    # As on a remote-execution worker: a copy of the tree elsewhere, no _manifest, another cwd.
-    relocated = tmp_path / "elsewhere" / "allreduce.runfiles"
-    shutil.copytree(BIN / (STUB + ".runfiles"), relocated, symlinks=False)
-    stub = relocated / "rules_py_distributed" / STUB
-    env = {"PROBE_DIR": str(probe_dir), "RUNFILES_DIR": "", "RUNFILES_MANIFEST_FILE": ""}
-    done = run([stub, "moved"], cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stdout
-    assert [r["argv"] for r in reports(probe_dir)] == [["moved"], ["moved"]]
-    assert all(str(r["file"]).startswith(str(relocated)) for r in reports(probe_dir))
-
-
 def test_pythonpath_entry_runs_workers_as_bare_python(built, strace, probe_dir, tmp_path):
     stub = BIN / "tests/e2e/allreduce_pythonpath"
     done, execs = strace([stub, "p"], cwd=tmp_path, env={"PROBE_DIR": str(probe_dir)})
