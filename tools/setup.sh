@@ -4,8 +4,11 @@
 #   tools/setup.sh bazel run //train:model     (README: run the example job)
 #   tools/setup.sh pytest                      (README: run every test)
 # What it installs: Debian's Bazel 4.2.3 (bazel-bootstrap), strace, iproute2 (for the simulated hosts
-# of tests/multinode, which need root) and python3-venv, with apt; a
-# virtualenv in .venv with requirements_lock.txt and tests/requirements.txt; buildifier from npm.
+# of tests/multinode, which need root) and python3-venv, with apt; a virtualenv in .venv with
+# requirements_lock.txt and tests/requirements.txt; buildifier from npm. For pytest only, the
+# services the tests stand up: PostgreSQL 15 (tests/rbe) and SLURM 22.05 with munge (tests/cluster)
+# with apt, and BuildGrid (tests/rbe's remote-execution service) in .venv/buildgrid, with Python
+# 3.13 from pyenv.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -35,6 +38,56 @@ if [ ! -x "$venv/bin/buildifier" ]; then
   npm install --silent --no-audit --no-fund --prefix "$venv/npm" @bazel/buildifier@8.2.1
   ln -sf "$venv/npm/node_modules/.bin/buildifier" "$venv/bin/buildifier"
 fi
+
+# The services that tests/rbe and tests/cluster stand up, for the test command only.
+install_test_services() {
+  if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+    echo "setup: installing PostgreSQL (apt) for tests/rbe" >&2
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+  fi
+
+  # tests/cluster starts its own slurmctld, slurmd and munged. Their packages would start the
+  # system's as they install: a policy-rc.d that answers 101 (action forbidden) stops that, as in
+  # Debian's container images, which ship one.
+  if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+      || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+    echo "setup: installing SLURM and munge (apt), their daemons not started" >&2
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+      trap 'sudo_if_needed rm -f "$policy"' EXIT
+      printf '#!/bin/sh\nexit 101\n' | sudo_if_needed tee "$policy" >/dev/null
+      sudo_if_needed chmod 755 "$policy"
+    fi
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+    if [ "$(trap -p EXIT)" ]; then sudo_if_needed rm -f "$policy"; trap - EXIT; fi
+  fi
+
+  # BuildGrid needs Python >= 3.13 (for 3.11 PyPI has nothing newer than 0.4.4); the image's pyenv
+  # has 3.13. Reinstalled only when tests/rbe/requirements.txt changed.
+  buildgrid="$venv/buildgrid"
+  stamp="$buildgrid/.requirements.sha256"
+  want="$(sha256sum <"$root/tests/rbe/requirements.txt")"
+  if [ ! -x "$buildgrid/bin/bgd" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    python313=""
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13*/bin/python3.13 \
+        "$(command -v python3.13 || true)"; do
+      if [ -x "$candidate" ] && "$candidate" -c "import sys; sys.exit(sys.version_info < (3, 13))"
+      then python313="$candidate"; break; fi
+    done
+    if [ -z "$python313" ]; then
+      echo "setup: BuildGrid (tests/rbe) needs Python 3.13: install it, e.g. with pyenv" >&2
+      exit 2
+    fi
+    echo "setup: installing BuildGrid into $buildgrid with $python313 (pip)" >&2
+    "$python313" -m venv "$buildgrid"
+    "$buildgrid/bin/pip" install -q --disable-pip-version-check -r "$root/tests/rbe/requirements.txt"
+    echo "$want" >"$stamp"
+  fi
+}
+if [ "${1:-}" = pytest ]; then install_test_services; fi
 
 # Bazel's Python toolchain runs `python3` from PATH: make it the virtualenv's.
 export PATH="$venv/bin:$PATH"

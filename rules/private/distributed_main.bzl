@@ -28,6 +28,7 @@ def _distributed_main_impl(ctx):
         "rdzv_backend": ctx.attr.rdzv_backend,
         "rdzv_conf": ",".join(["%s=%s" % item for item in sorted(ctx.attr.rdzv_conf.items())]),
         "rdzv_endpoint": ctx.attr.rdzv_endpoint,
+        "start_method": ctx.attr.start_method,
     }
     args = ctx.actions.args()
     args.add("--target", target)
@@ -68,6 +69,7 @@ distributed_main = rule(
         "rdzv_backend": attr.string(default = "c10d", doc = "torchrun's --rdzv-backend."),
         "rdzv_conf": attr.string_dict(doc = "torchrun's --rdzv-conf, as a dict."),
         "rdzv_endpoint": attr.string(doc = "torchrun's --rdzv-endpoint; empty: decided at run time."),
+        "start_method": attr.string(doc = "torchrun's --start-method: spawn, fork or forkserver; empty: spawn."),
         "test": attr.bool(doc = "Whether the binary is a py_test: its launcher speaks Bazel's test protocol."),
         "torchrun_args": attr.string_list(doc = "Further torchrun flags."),
         # A BUILD-only choice with no run-time override: Bazel checks it, and nothing else does.

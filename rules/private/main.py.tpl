@@ -2,13 +2,16 @@
 
 from py_distributed.binary import main
 
-main(
-    target={target},
-    stub={stub},
-    main={main},
-    shim=__file__,
-    build_values={build_values},
-    torchrun_args={torchrun_args},
-    worker_entry={worker_entry},
-    test={test},
-)
+# Guarded: multiprocessing's forkserver workers import the main module before they run
+# (py_distributed.warm_start), and must not launch the job again.
+if __name__ == "__main__":
+    main(
+        target={target},
+        stub={stub},
+        main={main},
+        shim=__file__,
+        build_values={build_values},
+        torchrun_args={torchrun_args},
+        worker_entry={worker_entry},
+        test={test},
+    )

@@ -2,6 +2,8 @@
 rule that writes the main, then the py rule."""
 
 load(":distributed_main.bzl", "distributed_main")
+load(":kubernetes.bzl", "kubernetes_manifests")
+load(":slurm.bzl", "py_distributed_slurm")
 
 def _as_string(value):
     """An int written in BUILD as the string attribute takes it; "" for None; a select() as is."""
@@ -22,6 +24,11 @@ def py_distributed_binary(
         rdzv_conf = {},
         torchrun_args = [],
         worker_entry = "stub",
+        start_method = "",
+        k8s_image = "",
+        k8s_binary_path = "",
+        k8s_nodes = 0,
+        k8s_resources = {},
         py_binary_rule = None,
         **kwargs):
     """A py_binary that runs its main on N torchrun workers, each re-entering this binary.
@@ -31,6 +38,9 @@ def py_distributed_binary(
     arguments, exactly as `torchrun main.py ARGS` would. Every torchrun setting below takes
     `select()`, and is checked at build time by the runtime's own checker; torchrun's environment
     variable for it (`PET_NPROC_PER_NODE=4`) overrides it at run time.
+
+    It also makes `<name>.slurm`, which submits the binary to SLURM:
+    `bazel run //pkg:name.slurm -- --nodes=2 -- ARGS` (docs/clusters.md).
 
     Args:
       name: the binary's name (`bazel run //pkg:name`).
@@ -59,16 +69,33 @@ def py_distributed_binary(
         worker has the launcher's imports, data and interpreter. "pythonpath": as the bare interpreter
         with PYTHONPATH set from the launcher's sys.path (the seed's set_python_path_in_subprocess),
         for builds whose stub cannot start twice.
+      start_method: how torch elastic starts each worker, as torchrun's --start-method: "spawn" (the
+        default), a new process as `worker_entry` says; "fork", forked from the launcher, which
+        has imported torch; "forkserver", forked from a server that has imported torch and the
+        modules `main` imports at its top level. Either warm start falls back to spawn, with a
+        notice, where it cannot apply (docs/using.md, Start methods). Default: spawn.
+        Run time: PET_START_METHOD.
+      k8s_image: the container image of the `<name>.k8s` target, whose build writes a JobSet and a
+        PyTorchJob running this binary (docs/clusters.md), e.g. "ghcr.io/me/model:v1". Build flag
+        `--@rules_py_distributed//rules:k8s_image=IMAGE` wins over it. Default: the flag's.
+      k8s_binary_path: the binary's path inside that image, the pods' command; rules_py's
+        py_image_layer with root = "/app" puts it there.
+        Default: `/app/<package>/<name>`.
+      k8s_nodes: pods of the `.k8s` manifests, one node each. Default: nnodes's N or MAX, else 1.
+      k8s_resources: each pod's resource requests, Kubernetes names and quantities, e.g.
+        `{"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "8"}`; all but cpu are its limits too.
+        Default {}.
       py_binary_rule: the rule that builds the binary. Default: Bazel's built-in py_binary. Under
         bzlmod, load the macro from `//rules:rules_python.bzl`, which passes rules_python's.
       **kwargs: passed unchanged to `py_binary_rule`: data, args, env, imports, python_version,
         visibility, tags, testonly, and any other py_binary attribute.
     """
 
-    distributed_py(
+    rule = py_binary_rule or getattr(native, "py_binary", None)
+    generated_main = distributed_py(
         macro = "py_distributed_binary",
         name = name,
-        rule = py_binary_rule or getattr(native, "py_binary", None),
+        rule = rule,
         srcs = srcs,
         main = main,
         deps = deps,
@@ -80,7 +107,34 @@ def py_distributed_binary(
         rdzv_conf = rdzv_conf,
         torchrun_args = torchrun_args,
         worker_entry = worker_entry,
+        start_method = start_method,
         **kwargs
+    )
+
+    # Tagged manual: it builds only with an image, and `bazel build //...` names none.
+    kubernetes_manifests(
+        name = name + ".k8s",
+        binary = name,
+        image = k8s_image,
+        binary_path = k8s_binary_path,
+        nodes = k8s_nodes,
+        resources = {k: str(v) for k, v in k8s_resources.items()} if type(k8s_resources) == "dict" else k8s_resources,
+        nproc_per_node = _as_string(nproc_per_node),
+        nnodes = _as_string(nnodes),
+        max_restarts = max_restarts,
+        tags = ["manual"],
+        testonly = kwargs.get("testonly", False),
+        visibility = kwargs.get("visibility"),
+    )
+
+    py_distributed_slurm(
+        name = name + ".slurm",
+        binary = name,
+        binary_main = generated_main,
+        py_binary_rule = rule,
+        tags = kwargs.get("tags"),
+        testonly = kwargs.get("testonly", False),
+        visibility = kwargs.get("visibility"),
     )
 
 def distributed_py(
@@ -98,6 +152,7 @@ def distributed_py(
         rdzv_conf,
         torchrun_args,
         worker_entry,
+        start_method = "",
         test = False,
         **kwargs):
     """What py_distributed_binary and py_distributed_test share: the settings rule, then `rule`.
@@ -117,8 +172,13 @@ def distributed_py(
       rdzv_conf: as the public macro's.
       torchrun_args: as the public macro's.
       worker_entry: as the public macro's.
+      start_method: as py_distributed_binary's.
       test: whether `rule` is a py_test, whose launcher then speaks Bazel's test protocol.
       **kwargs: passed unchanged to `rule`.
+
+    Returns:
+      The generated main's file name, whose arguments hold the settings (the `.slurm` target reads
+      them).
     """
 
     # Decided here and only here, inside the macro: Bazel 9 has no native py rules, and reading one
@@ -149,6 +209,7 @@ def distributed_py(
         rdzv_conf = {k: str(v) for k, v in rdzv_conf.items()} if type(rdzv_conf) == "dict" else rdzv_conf,
         torchrun_args = torchrun_args,
         worker_entry = worker_entry,
+        start_method = start_method,
         test = test,
         tags = kwargs.get("tags"),
         testonly = kwargs.get("testonly", test),
@@ -161,3 +222,4 @@ def distributed_py(
         deps = deps + [Label("//runtime")],
         **kwargs
     )
+    return generated_main

@@ -15,6 +15,7 @@ def py_distributed_test(
         rdzv_conf = {},
         torchrun_args = [],
         worker_entry = "stub",
+        start_method = "",
         py_test_rule = None,
         **kwargs):
     """A py_test that runs its main on N torchrun workers and passes only if every rank passes.
@@ -43,6 +44,7 @@ def py_distributed_test(
       rdzv_conf: as py_distributed_binary's.
       torchrun_args: as py_distributed_binary's.
       worker_entry: as py_distributed_binary's.
+      start_method: as py_distributed_binary's.
       py_test_rule: the rule that builds the test. Default: Bazel's built-in py_test.
       **kwargs: passed unchanged to `py_test_rule`: size, timeout, flaky, shard_count, env, args,
         data, tags, exec_properties, and any other py_test attribute.
@@ -62,6 +64,7 @@ def py_distributed_test(
         rdzv_conf = rdzv_conf,
         torchrun_args = torchrun_args,
         worker_entry = worker_entry,
+        start_method = start_method,
         test = True,
         **kwargs
     )

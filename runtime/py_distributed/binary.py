@@ -43,7 +43,8 @@ def main(
         worker.run_main(script, args)
 
     def workers_start() -> entry.WorkerEntry:
-        return entry.for_binary(worker_entry, shim, runfiles_env.locate(stub, os.environ, shim))
+        runfiles = runfiles_env.locate(stub, os.environ, shim)
+        return entry.for_binary(worker_entry, shim, main, runfiles)
 
     job = launcher.Job(target, build_values, "BUILD", workers_start, args, torchrun_args)
     sys.exit(bazel_test.launch(job) if test else launcher.launch(job))

@@ -29,6 +29,7 @@ KNOBS = (
     "rdzv_backend",
     "rdzv_endpoint",
     "rdzv_conf",
+    "start_method",
     "rdzv_id",
     "local_addr",
 )
@@ -40,6 +41,7 @@ _DEFAULTS = {
     "rdzv_backend": "c10d",
     "rdzv_endpoint": "",
     "rdzv_conf": "",
+    "start_method": "spawn",  # torchrun's: each worker a fresh interpreter
     "rdzv_id": "none",  # torchrun's: every node of a job must name the same rendezvous
     "local_addr": "",  # torch's: this host's FQDN
 }
@@ -57,6 +59,8 @@ _OWNED_FLAGS = frozenset(KNOBS) | {
 _NPROC_WORDS = ("auto", "cpu", "gpu", "xpu")
 _NPROC_MAX = 1024
 _RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")
+# torchrun's --start-method: how torch elastic starts each worker (py_distributed.warm_start).
+START_METHODS = ("spawn", "fork", "forkserver")
 # The backends whose endpoint is the chief node (etcd's is the etcd server, no node of the job).
 _HOSTED = ("c10d", "static")
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]+")  # torch elastic names files after it
@@ -96,6 +100,7 @@ class TorchrunConfig:
     rdzv_conf: str
     standalone: bool  # one node, no endpoint: a private rendezvous on loopback
     torchrun_args: tuple[str, ...] = ()
+    start_method: str = "spawn"  # one of START_METHODS
     local_addr: str = ""  # the workers' MASTER_ADDR on the rank-0 node; "": torch's FQDN lookup
     socket_ifname: str = ""  # the interface for gloo and NCCL; "": theirs (the host name's)
     node_rank: int | None = None  # for the static backend, which ranks nodes itself
@@ -137,6 +142,7 @@ class Checked:
     rdzv_id: str
     rdzv_conf: str
     local_addr: str
+    start_method: str
 
 
 def given(
@@ -175,6 +181,8 @@ def check(values: Given, torchrun_args: Sequence[str]) -> Checked:
         raise values.bad("max_restarts", "use an int >= 0")
     if values["rdzv_backend"] not in _RDZV_BACKENDS:
         raise values.bad("rdzv_backend", f"use one of {', '.join(_RDZV_BACKENDS)}")
+    if values["start_method"] not in START_METHODS:
+        raise values.bad("start_method", f"use one of {', '.join(START_METHODS)}")
     if not _RUN_ID.fullmatch(values["rdzv_id"]):
         raise values.bad("rdzv_id", "use letters, digits, '.', '_' and '-' only")
     _check_rdzv_conf(values)
@@ -190,6 +198,7 @@ def check(values: Given, torchrun_args: Sequence[str]) -> Checked:
         rdzv_id=values["rdzv_id"],
         rdzv_conf=values["rdzv_conf"],
         local_addr=_local_addr(values),
+        start_method=values["start_method"],
     )
 
 
@@ -244,6 +253,7 @@ def resolve(
         standalone=standalone,
         torchrun_args=tuple(torchrun_args),
         local_addr=checked.local_addr,
+        start_method=checked.start_method,
         # The static backend ranks nodes by --node-rank; PET_NODE_RANK, if set, torchrun reads.
         node_rank=cluster.node_rank if static_ranks and not environ.get("PET_NODE_RANK") else None,
     )

@@ -82,12 +82,25 @@ def torch_elastic_log(environ: Mapping[str, str]) -> Iterator[None]:
     order, often blaming an echo, where the launcher reports the root cause once, and lists every
     signal it sends. Its loggers set their own levels (elastic/utils/logging.py), so only
     `logging.disable` reaches them; the previous setting is back when the block ends."""
+    global _quieted_from
     if verbose(environ):
         yield
         return
-    previous = logging.root.manager.disable
+    previous = _quieted_from = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
         yield
     finally:
         logging.disable(previous)
+        _quieted_from = None
+
+
+# The program's logging.disable level while `torch_elastic_log` has raised it; None outside.
+_quieted_from: int | None = None
+
+
+def forget_in_worker() -> None:
+    """In a worker forked from the launcher: the program's own logging, which the launcher quiets
+    for torch elastic's sake during the launch."""
+    if _quieted_from is not None:
+        logging.disable(_quieted_from)

@@ -23,7 +23,7 @@ from torch.distributed.elastic.rendezvous import (
 )
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from py_distributed import console, environment, failures, loopback, signals
+from py_distributed import console, environment, failures, loopback, signals, warm_start
 from py_distributed.config import TorchrunConfig
 from py_distributed.entry import WorkerEntry
 from py_distributed.errors import UsageError, exit_code_of_signal, exit_code_of_worker
@@ -55,7 +55,14 @@ _STORE_LINGER_SECONDS = 2
 # torchrun flags that decide how workers start, which the launcher owns. torchrun would still take
 # them from PET_* variables (PET_STANDALONE would give each worker a run id of its own, so that
 # every worker would launch again): the parser ignores those, and the workers do not inherit them.
-_OWNED_PET_VARIABLES = ("PET_STANDALONE", "PET_MODULE", "PET_RUN_PATH", "PET_NO_PYTHON")
+# PET_START_METHOD is read as a setting (`config`), and the way workers start passes it on.
+_OWNED_PET_VARIABLES = (
+    "PET_STANDALONE",
+    "PET_MODULE",
+    "PET_RUN_PATH",
+    "PET_NO_PYTHON",
+    "PET_START_METHOD",
+)
 
 
 def torchrun_argv(config: TorchrunConfig) -> list[str]:
@@ -110,31 +117,41 @@ def prepare(
         raise UsageError(f"torchrun: {message}")
 
     argv = torchrun_argv(config)
-    try:
-        with environment.restored():  # the parser reads PET_* variables, some with int()
-            environment.apply(dict.fromkeys(_OWNED_PET_VARIABLES))
-            parser = torchrun.get_args_parser()
-        parser.allow_abbrev = False  # "--stand" must not pass for --standalone
-        parser.error = usage_error  # type: ignore[method-assign]
-        # The user's arguments are not parsed: argparse would drop a leading "--" from them.
-        parsed = parser.parse_args([*argv, *entry.torchrun_entry()])
-        if parsed.log_dir:
-            _check_writable(parsed.log_dir)
-        if config.nproc_per_node == "gpu" and not torch.cuda.is_available():
-            # torchrun would only say "Cuda is not available."
-            raise UsageError("nproc_per_node='gpu': no CUDA device is visible; use an int or cpu")
-        teed = parsed.tee == parsed.redirects == "0"
-        if teed:  # every worker line to the console, with its rank (torchrun's --tee=3)
-            parsed.tee, parsed.log_dir = "3", parsed.log_dir or os.path.join(scratch, "logs")
-        local_workers = torchrun.determine_local_world_size(parsed.nproc_per_node)
-        threads = os.environ.get("OMP_NUM_THREADS") or ""
-        with environment.captured() as written_by_torch:
-            if not threads:  # torchrun would set 1 and warn in four lines
-                threads = str(max(1, console.cpus() // local_workers))
-                environment.apply({"OMP_NUM_THREADS": threads})
-            launch_config, entrypoint, entrypoint_args = torchrun.config_from_args(parsed)
-    except ValueError as error:  # torchrun's own checks of its flags and PET_* variables
-        raise UsageError(f"torchrun: {error}") from None
+    with environment.restored():  # torch's CUDA checks here must not initialise CUDA (warm_start)
+        environment.apply(warm_start.CUDA_CHECK_WITHOUT_INIT)
+        # Counted once before the way workers start is chosen, which checks that the launcher
+        # has not initialised CUDA: torch's own counts below take the same path (NVML).
+        cuda = torch.cuda.device_count()
+        entry = warm_start.chosen(config.start_method, entry, name=name)
+        try:
+            with environment.restored():  # the parser reads PET_* variables, some with int()
+                environment.apply(dict.fromkeys(_OWNED_PET_VARIABLES))
+                parser = torchrun.get_args_parser()
+            parser.allow_abbrev = False  # "--stand" must not pass for --standalone
+            parser.error = usage_error  # type: ignore[method-assign]
+            # The user's arguments are not parsed: argparse would drop a leading "--" from them.
+            parsed = parser.parse_args([*argv, *entry.torchrun_entry()])
+            if parsed.log_dir:
+                _check_writable(parsed.log_dir)
+            if config.nproc_per_node == "gpu" and not cuda:
+                # torchrun would only say "Cuda is not available."
+                raise UsageError(
+                    "nproc_per_node='gpu': no CUDA device is visible; use an int or cpu"
+                )
+            teed = parsed.tee == parsed.redirects == "0"
+            if teed:  # every worker line to the console, with its rank (torchrun's --tee=3)
+                parsed.tee, parsed.log_dir = "3", parsed.log_dir or os.path.join(scratch, "logs")
+            local_workers = torchrun.determine_local_world_size(parsed.nproc_per_node)
+            threads = os.environ.get("OMP_NUM_THREADS") or ""
+            with environment.captured() as written_by_torch:
+                if not threads:  # torchrun would set 1 and warn in four lines
+                    threads = str(max(1, console.cpus() // local_workers))
+                    environment.apply({"OMP_NUM_THREADS": threads})
+                launch_config, entrypoint, entrypoint_args = torchrun.config_from_args(parsed)
+        except ValueError as error:  # torchrun's own checks of its flags and PET_* variables
+            raise UsageError(f"torchrun: {error}") from None
+    # A forked worker calls the entry's function where torchrun's --run-path would call its own.
+    entrypoint = entry.function() or entrypoint
     if console.PREFIX_TEMPLATE_ENV not in os.environ:
         launch_config.log_line_prefix_template = console.line_prefix(config)
 
@@ -150,7 +167,6 @@ def prepare(
     if ifname:
         # gloo and NCCL otherwise use the host name's address, loopback on many machines.
         workers.update({name: ifname for name in IFNAME_VARIABLES if name not in os.environ})
-    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     banner = console.Banner(
         name,
         local_workers,

@@ -10,6 +10,8 @@ once.
 """
 
 import contextlib
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import selectors
 import signal
@@ -17,11 +19,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+from py_distributed.worker import WORKERS_DIR_ENV, Record, read_record
 
 # torchrun's --shutdown-timeout (PET_SHUTDOWN_TIMEOUT, TORCH_ELASTIC_SHUTDOWN_TIMEOUT) when the
 # user set none: how long workers get between SIGTERM and SIGKILL. torch's 30 s is long for a
@@ -39,10 +43,15 @@ class ExitClock:
 
     A daemon thread watches the children that the launching thread starts during the block: torch
     elastic's workers (its SubprocessContext Popens them from that thread; the Bazel stub execs,
-    keeping the pid). It holds a pidfd for each and records `time.monotonic_ns()` when one becomes
-    readable. It never reaps (waitid with WNOWAIT): torch elastic still starts, monitors, stops and
-    reaps every worker. Without pidfds or /proc (not Linux) it notes nothing, and torch's order
-    stands.
+    keeping the pid; its MultiprocessContext forks them), or, with the forkserver start method,
+    the children of multiprocessing's forkserver, which the launching thread starts along with
+    multiprocessing's resource tracker, neither of them a worker (py_distributed.warm_start).
+    It holds a pidfd for each and records `time.monotonic_ns()` when one becomes readable. It
+    never reaps (waitid with WNOWAIT): torch elastic still starts, monitors, stops and reaps every
+    worker. The exit status of a worker that is not the launcher's child comes from the worker's
+    `Record`, where it tells its end through the runtime, success included, and from
+    multiprocessing once torch has stopped them all (`forked_failures`). Without pidfds or /proc
+    (not Linux) it notes nothing, and torch's order stands.
 
     The bound: when a worker fails, torch elastic's SubprocessContext._poll stops the others with
     `self.close()`, and a restart with `LocalElasticAgent._stop_workers` -> `self._shutdown()`
@@ -59,7 +68,12 @@ class ExitClock:
         self._tid = threading.get_native_id()  # the thread that will start the workers
         self._ended: dict[int, int] = {}  # pid -> monotonic ns
         self._watched: dict[int, int] = {}  # pid -> pidfd, for workers still running
-        self._known: set[int] = set()  # pids listed as children, watched or not
+        self._known: set[int] = set()  # pids listed as workers, watched or not
+        self._grandchildren: set[int] = set()  # watched workers not this process's children
+        self._statuses: dict[int, int | None] = {}  # pid -> exit status of an ended worker
+        self._records: dict[int, Record] = {}  # pid -> the record of an ended worker
+        # pid -> multiprocessing's object for each worker torch elastic forked
+        self._processes: dict[int, multiprocessing.process.BaseProcess] = {}
         self._doomed: set[int] = set()  # pids running when a worker failed, until the deadline
         self._deadline_ns = 0
         self._stopped = threading.Event()
@@ -69,7 +83,7 @@ class ExitClock:
     def __enter__(self) -> "ExitClock":
         if hasattr(os, "pidfd_open"):
             # The program's own children (maybe_run_training's caller may have some) are not ours.
-            self._known = self._children()
+            self._known = set(self._listed())
             self._thread.start()
         return self
 
@@ -87,12 +101,51 @@ class ExitClock:
         """When worker `pid` ended (time.monotonic_ns), or None if the clock did not see it."""
         return self._ended.get(pid)
 
+    def forked_failures(self, known: Collection[int]) -> list["Failure"]:
+        """The failures of workers that torch elastic forked (py_distributed.warm_start), beside
+        those of pids in `known`, torch's own report: torch reports one such worker's failure, the
+        first it finds, and none of the others. Call it once torch elastic has stopped them all.
+
+        Only those of the latest attempt, and not those stopped after the first failure (SIGTERM
+        from torch elastic, SIGKILL from this clock), as torch's report of the workers it starts
+        with a command leaves those out.
+        """
+        forked = {pid: r for pid, r in self._records.items() if r.forked and r.rank.isdecimal()}
+        latest = max((int(r.attempt) for r in forked.values() if r.attempt.isdecimal()), default=0)
+        failed = {
+            pid: status
+            for pid, record in forked.items()
+            if record.attempt == str(latest) and (status := self._status(pid))
+        }
+        first = min((self._ended[pid] for pid in failed), default=0)
+        stops = (-signal.SIGTERM, -signal.SIGKILL)
+        return [
+            _failure(int(forked[pid].rank), _process_failure(forked[pid], pid, status), ended)
+            for pid, status in failed.items()
+            if pid not in known and ((ended := self._ended[pid]) == first or status not in stops)
+        ]
+
+    def _status(self, pid: int) -> int | None:
+        """Worker `pid`'s exit status: the clock's, else multiprocessing's, whose process objects
+        have it once torch elastic has stopped the workers: the forkserver's children tell the
+        clock only an end through the runtime, and torch may reap a child before the clock looks."""
+        status = self._statuses.get(pid)
+        process = self._processes.get(pid)
+        return process.exitcode if status is None and process is not None else status
+
     def _children(self) -> set[int]:
-        try:
-            with open(f"/proc/self/task/{self._tid}/children", encoding="ascii") as children:
-                return {int(pid) for pid in children.read().split()}
-        except OSError:  # no /proc, or a kernel without CONFIG_PROC_CHILDREN
-            return set()
+        return _task_children(os.getpid(), self._tid)
+
+    def _listed(self) -> dict[int, bool]:
+        """This launch's workers now, each with whether it is this process's child: the launching
+        thread's children but multiprocessing's helpers, and the forkserver's children."""
+        children = self._children()
+        server = _pid_of(multiprocessing.forkserver, "_forkserver", "_forkserver_pid")
+        tracker = _pid_of(multiprocessing.resource_tracker, "_resource_tracker", "_pid")
+        listed = dict.fromkeys(children - {server, tracker}, True)
+        if server in children:
+            listed.update(dict.fromkeys(_task_children(server, server), False))
+        return listed
 
     def _watch(self) -> None:
         with selectors.DefaultSelector() as selector:
@@ -113,37 +166,63 @@ class ExitClock:
                     os.close(fd)
 
     def _adopt_new_children(self, selector: selectors.BaseSelector) -> None:
-        listed = self._children()
-        self._known &= listed  # a reaped pid may come back as a new worker
-        for pid in listed - self._known:
+        listed = self._listed()
+        # multiprocessing forgets a process once it is joined: keep each while it is listed. The
+        # copy is one C call, which no other thread interrupts.
+        started = list(getattr(multiprocessing.process, "_children", ()))
+        self._processes.update((p.pid, p) for p in started if p.pid in listed)
+        # A helper is known as such only once multiprocessing has noted its pid, after its start.
+        for pid in [pid for pid in self._watched if pid not in listed and pid in self._children()]:
+            fd = self._watched.pop(pid)
+            selector.unregister(fd)
+            os.close(fd)
+        self._known &= listed.keys()  # a reaped pid may come back as a new worker
+        for pid, child in listed.items():
+            if pid in self._known:
+                continue
             self._known.add(pid)
             try:
                 fd = os.pidfd_open(pid)
             except OSError:  # gone already
                 continue
-            try:
-                _exit_status(fd)
-            except ChildProcessError:  # reaped, and the pid reused meanwhile: not ours
-                os.close(fd)
-                continue
+            if child:
+                try:
+                    _exit_status(fd)
+                except ChildProcessError:  # reaped, and the pid reused meanwhile: not ours
+                    os.close(fd)
+                    continue
+            else:
+                self._grandchildren.add(pid)
             self._watched[pid] = fd
             selector.register(fd, selectors.EVENT_READ, pid)
 
     def _note_end(self, selector: selectors.BaseSelector, pid: int, now: int) -> None:
         fd = self._watched.pop(pid)
         selector.unregister(fd)
-        try:
-            status = _exit_status(fd)
-        except ChildProcessError:  # torch reaped it before this look
-            status = None
+        directory = os.environ.get(WORKERS_DIR_ENV, "")
+        record = read_record(directory, pid) if directory else None
+        if record is not None:
+            self._records[pid] = record
+        if pid in self._grandchildren:
+            # One that ended through the runtime has told its status, success included: one with a
+            # record but no status was killed; one without a record tells nothing.
+            status = record.status if record is not None else None
+            failed = record is not None and status != 0
+        else:
+            try:
+                status = _exit_status(fd)
+            except ChildProcessError:  # torch reaped it before this look
+                status = None
+            failed = bool(status)
         os.close(fd)
+        self._statuses[pid] = status
         self._ended[pid] = now
         self._doomed.discard(pid)
         # A first failure: the workers running now (not those of a restart, started later) have
-        # shutdown_timeout to end. A worker that torch reaped first has an unknown status and
+        # shutdown_timeout to end. A child that torch reaped first has an unknown status and
         # starts nothing (it may have succeeded); if it failed, torch's SIGTERM ends the others,
         # and their exits do.
-        if status and self._grace_ns is not None and not self._doomed:
+        if failed and self._grace_ns is not None and not self._doomed:
             self._doomed = set(self._watched)
             self._deadline_ns = now + self._grace_ns
 
@@ -162,6 +241,22 @@ class ExitClock:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self._watched[pid], signal.SIGKILL)
         self._doomed = set()
+
+
+def _task_children(pid: int, tid: int) -> set[int]:
+    """The children that thread `tid` of process `pid` started."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as children:
+            return {int(child) for child in children.read().split()}
+    except OSError:  # gone, no /proc, or a kernel without CONFIG_PROC_CHILDREN
+        return set()
+
+
+def _pid_of(module: object, helper: str, attribute: str) -> int | None:
+    """The pid of one of multiprocessing's helper processes, as `module` records the process it
+    started, in private attributes; None where there is none."""
+    pid = getattr(getattr(module, helper, None), attribute, None)
+    return pid if isinstance(pid, int) else None
 
 
 def _exit_status(pidfd: int) -> int | None:
@@ -201,9 +296,11 @@ def in_order(failed: ChildFailedError, clock: ExitClock) -> list[Failure]:
     """The failed workers, the root cause first: the one that ended first by the clock.
 
     torch elastic's order (timestamp in whole seconds, then rank) if the clock missed any of
-    them; it also breaks the clock's ties (workers found ended in the same look).
+    them; it also breaks the clock's ties (workers found ended in the same look). Workers that
+    torch elastic forked come from the clock too (`ExitClock.forked_failures`).
     """
     failures = [_failure(rank, f, clock.ended_ns(f.pid)) for rank, f in failed.failures.items()]
+    failures += clock.forked_failures({f.pid for f in failures})
     clocked = all(f.ended_ns is not None for f in failures)
     return sorted(
         failures, key=lambda f: ((f.ended_ns or 0) if clocked else 0, f.timestamp, f.rank)
@@ -222,6 +319,13 @@ def _failure(rank: int, failure: ProcessFailure, ended_ns: int | None) -> Failur
         failure.timestamp,
         ended_ns,
     )
+
+
+def _process_failure(record: Record, pid: int, status: int) -> ProcessFailure:
+    """torch elastic's record of a failed worker, from the worker's own record: torch reads the
+    worker's error file, if it wrote one."""
+    local_rank = int(record.local_rank) if record.local_rank.isdecimal() else -1
+    return ProcessFailure(local_rank, pid, status, record.error_file or "<N/A>")
 
 
 def _error_text(failure: ProcessFailure) -> tuple[str, str]:

@@ -29,16 +29,23 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
 
 import psutil
+from torch.distributed.elastic.multiprocessing import api as torch_processes
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.launcher.api import LaunchConfig
 
 from py_distributed import environment
-from py_distributed.worker import DUMP_SIGNAL, STACKS_DIR_ENV, stacks_file
+from py_distributed.worker import (
+    DUMP_SIGNAL,
+    WORKERS_DIR_ENV,
+    Record,
+    read_record,
+    stacks_file,
+)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
@@ -50,6 +57,11 @@ DUMP_WAIT_SECONDS = 1.0
 _DUMP_POLL_SECONDS = 0.05
 # torch elastic warns, with a traceback, of a signal name it cannot install, the empty one included.
 _TORCH_FALLBACK = "SIGQUIT"
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "GROUP_RANK")
+# What a new interpreter does on a signal that it does not leave to the default action.
+_FRESH: dict[int, Callable[[int, FrameType | None], object] | int] = {
+    signal.SIGINT: signal.default_int_handler
+}
 
 
 @contextlib.contextmanager
@@ -57,7 +69,7 @@ def handled(config: LaunchConfig, *, name: str) -> Iterator[LaunchConfig]:
     """Handles the launcher's stop and preemption signals for the block; yields the config to hand
     torch elastic, whose `signals_to_handle` no longer names them.
 
-    Inside the block os.environ has STACKS_DIR_ENV, a directory of this launch's own, which the
+    Inside the block os.environ has WORKERS_DIR_ENV, a directory of this launch's own, which the
     workers inherit; os.environ, the signal handlers as they were, and the directory come back or
     go when the block ends. Outside the main thread, where signal handlers cannot be installed
     (torch elastic then warns that it cannot either), `config` is yielded unchanged.
@@ -70,11 +82,11 @@ def handled(config: LaunchConfig, *, name: str) -> Iterator[LaunchConfig]:
     taken = {sig.name for sig in (*stops, *FORWARDED_SIGNALS)}
     left_to_torch = ",".join(part for part in listed if part and part not in taken)
     previous = {sig: signal.getsignal(sig) for sig in (*stops, *FORWARDED_SIGNALS)}
-    directory = tempfile.mkdtemp(prefix="py_distributed-stacks-")
+    directory = tempfile.mkdtemp(prefix="py_distributed-workers-")
     workers = _Workers(name, directory)
     try:
         with environment.restored():
-            environment.apply({STACKS_DIR_ENV: directory})
+            environment.apply({WORKERS_DIR_ENV: directory})
             for sig in stops:
                 signal.signal(sig, workers.stop)
             for sig in FORWARDED_SIGNALS:
@@ -87,17 +99,29 @@ def handled(config: LaunchConfig, *, name: str) -> Iterator[LaunchConfig]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def forget_in_worker() -> None:
+    """In a worker forked from the launcher: gives each signal that the launch handles, here or in
+    torch elastic, the action it has in a new interpreter, as in a worker that torch elastic
+    started with a command. Handlers of the program's own stay, as the rest of its state does."""
+    launchers = (_Workers.stop, _Workers.forward, torch_processes._terminate_process_handler)
+    for sig in signal.valid_signals():
+        with contextlib.suppress(ValueError, OSError):  # not a signal Python may handle
+            handler = signal.getsignal(sig)
+            if getattr(handler, "__func__", handler) in launchers:
+                signal.signal(sig, _FRESH.get(sig, signal.SIG_DFL))
+
+
 @dataclass(frozen=True)
 class _Worker:
     process: psutil.Process
-    environ: Mapping[str, str]
+    rank_env: Mapping[str, str]  # RANK, LOCAL_RANK, GROUP_RANK
 
     def label(self) -> str:
-        rank, local, node = (self.environ.get(k, "?") for k in ("RANK", "LOCAL_RANK", "GROUP_RANK"))
+        rank, local, node = (self.rank_env.get(k, "?") for k in _RANK_VARIABLES)
         return f"rank {rank} (local rank {local}, node rank {node}, pid {self.process.pid})"
 
     def rank(self) -> int:
-        rank = self.environ.get("RANK", "")
+        rank = self.rank_env.get("RANK", "")
         return int(rank) if rank.isdecimal() else -1
 
 
@@ -106,20 +130,43 @@ class _Workers:
     """The handlers of one launch, and how they find its workers."""
 
     name: str  # for messages
-    directory: str  # STACKS_DIR_ENV of this launch
+    directory: str  # WORKERS_DIR_ENV of this launch
     stacks_shown: bool = False
 
     def running(self) -> list[_Worker]:
-        """This launch's running workers, by rank: the launcher's children that carry its
-        directory (torch elastic starts them with Popen; their own children are theirs)."""
-        found = []
-        for child in psutil.Process().children():
+        """This launch's running workers, by rank.
+
+        Those that torch elastic starts with a command (Popen) are the launcher's children whose
+        environment, from their start, names this launch's directory and a rank. Those it forks
+        (py_distributed.warm_start) have the launcher's starting environment, or the forkserver's,
+        and say who they are in their `Record` in the directory: the launcher's descendants that
+        wrote one. Their own children are theirs, not the launch's.
+        """
+        launcher = psutil.Process()
+        found: dict[int, _Worker] = {}
+        for child in launcher.children():
             with contextlib.suppress(psutil.Error):  # gone meanwhile, or not ours to read
                 environ = child.environ()
-                ours = environ.get(STACKS_DIR_ENV) == self.directory
-                if ours and child.status() != psutil.STATUS_ZOMBIE:
-                    found.append(_Worker(child, environ))
-        return sorted(found, key=_Worker.rank)
+                if environ.get(WORKERS_DIR_ENV) == self.directory and "RANK" in environ:
+                    found[child.pid] = _Worker(child, environ)
+        for pid, record in self._records().items():
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                if launcher in process.parents():  # not a pid reused by another process
+                    found[pid] = _Worker(process, _rank_env(record))
+        running = [w for w in found.values() if not _ended(w.process)]
+        return sorted(running, key=lambda w: (w.rank(), w.process.pid))
+
+    def _records(self) -> dict[int, Record]:
+        records = {}
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.directory):
+                stem, _, suffix = name.partition(".")
+                if suffix == "json" and stem.isdecimal():
+                    record = read_record(self.directory, int(stem))
+                    if record is not None and record.status is None:  # not ended through `run`
+                        records[int(stem)] = record
+        return records
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         """Shows every running rank's stacks, then stops the launch as torch elastic's handler
@@ -179,6 +226,11 @@ def _wait_for_dumps(
         if all(done or _ended(p) for done, p in zip(written, processes, strict=True)):
             return
         last = now
+
+
+def _rank_env(record: Record) -> dict[str, str]:
+    values = (record.rank, record.local_rank, record.group_rank)
+    return dict(zip(_RANK_VARIABLES, values, strict=True))
 
 
 def _ended(process: psutil.Process) -> bool:

@@ -11,6 +11,8 @@ status reaches the caller, keyword arguments arrive with their Python types inst
 """
 
 import base64
+import functools
+import multiprocessing
 import os
 import pickle
 import sys
@@ -64,7 +66,9 @@ def maybe_run_training(
     code, or 1 with the traceback shown by the launcher), skipping interpreter teardown, where
     torch 2.13 with gloo aborts about once in ten runs. In the launcher it returns once every
     worker has succeeded, and otherwise exits with the job's status: the failed rank's exit code,
-    128+N for signal N, 2 for a bad input (found before any worker starts).
+    128+N for signal N, 2 for a bad input (found before any worker starts). Workers forked by the
+    fork or forkserver start method (PET_START_METHOD, py_distributed.warm_start) call train_fn
+    without running the program again: call this under `if __name__ == "__main__":`.
     """
     if worker.is_distributed_worker():
 
@@ -76,6 +80,13 @@ def maybe_run_training(
 
     name = os.path.basename(sys.argv[0]) if module_name == "__main__" else module_name
     with exit_on_usage_error(name):
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # multiprocessing's own mark of a process that imports its parent's main module, as
+            # forkserver's workers do before they run: this call would launch a job in each.
+            raise UsageError(
+                "maybe_run_training was called while multiprocessing imports the main module in"
+                ' a forkserver worker; call it under `if __name__ == "__main__":`'
+            )
         cluster = machine_from_env()
         if is_chief and not cluster.is_chief:
             raise UsageError(
@@ -87,7 +98,7 @@ def maybe_run_training(
         name,
         _explicit(nproc_per_node, num_nodes, cluster),
         _SOURCE,
-        lambda: _worker_entry(module_name, set_python_path_in_subprocess),
+        lambda: _worker_entry(module_name, set_python_path_in_subprocess, train_fn),
         sys.argv[1:],
         environment={KWARGS_ENV: payload},
         cluster=cluster,
@@ -108,22 +119,36 @@ def _explicit(
     elif not os.environ.get("PET_NPROC_PER_NODE"):
         import torch  # the launcher imports it anyway; only here is it needed this early
 
-        devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        # Counted through NVML, without initialising CUDA in the launcher (warm_start).
+        devices = torch.cuda.device_count()
         count = devices or cluster.this_machine.num_accelerators or CPU_NPROC_PER_NODE
         explicit["nproc_per_node"] = str(count)
     return explicit
 
 
-def _worker_entry(module_name: str, python_path: bool) -> entry.WorkerEntry:
-    """Re-entry through the Bazel stub under Bazel; else `python -u [-m] module_name`."""
+def _worker_entry(
+    module_name: str, python_path: bool, train_fn: Callable[..., object]
+) -> entry.WorkerEntry:
+    """Re-entry through the Bazel stub under Bazel; else `python -u [-m] module_name`. A worker
+    forked from this program (warm_start) calls `train_fn` instead."""
     main_file = getattr(sys.modules["__main__"], "__file__", None)
+    work = None
+    if main_file:
+        work = entry.Work(os.path.abspath(main_file), functools.partial(_train, train_fn))
     if python_path:
         tree = runfiles_env.tree_running(main_file) if main_file else None
-        return entry.with_python_path(_target(module_name), tree.child_env() if tree else {})
+        env = tree.child_env() if tree else {}
+        return entry.with_python_path(_target(module_name), env, work)
     binary = runfiles_env.binary_running(main_file) if main_file else None
     if binary is not None:
-        return entry.reentering(binary)
-    return entry.InterpreterEntry(tuple(_target(module_name)), {})
+        return entry.reentering(binary, work)
+    return entry.InterpreterEntry(tuple(_target(module_name)), {}, work)
+
+
+def _train(train_fn: Callable[..., object], program: str, *args: str) -> None:
+    """A forked worker's work: `train_fn` with the launcher's training_kwargs."""
+    sys.argv = [program, *args]
+    train_fn(**(_received_kwargs(os.environ) or {}))
 
 
 def _target(module_name: str) -> list[str]:

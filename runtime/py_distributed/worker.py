@@ -4,29 +4,65 @@ import atexit
 import contextlib
 import ctypes
 import faulthandler
+import json
 import os
-import runpy
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import NoReturn
 
+from py_distributed import entry
 from py_distributed.errors import exit_code_of_signal
 from py_distributed.launcher import LAUNCHER_PID_ENV, RUN_ID_ENV
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # The signal on which a worker writes the Python stacks of all its threads into its file in
-# STACKS_DIR_ENV, for the launcher to print when it is told to stop (`py_distributed.signals`).
+# WORKERS_DIR_ENV, for the launcher to print when it is told to stop (`py_distributed.signals`).
 # It is the worker's constant because the worker must have it free: Linux leaves real-time signals
 # to applications (glibc keeps those below SIGRTMIN), no library of a training job that we know of
 # takes this one, and SIGUSR1/SIGUSR2 stay the user's, for preemption. Linux only (SIGRTMIN).
 DUMP_SIGNAL: int | None = signal.SIGRTMIN + 6 if sys.platform.startswith("linux") else None
-# Set by the launcher, to a directory of its own: each of its workers writes its stacks there, in
-# `stacks_file(directory, pid)`. Its children that carry the directory are its workers.
-STACKS_DIR_ENV = "PY_DISTRIBUTED_STACKS_DIR"
+# Set by the launcher, to a directory of its own: each of its workers writes its `Record` there, in
+# `record_file(directory, pid)`, and its stacks, in `stacks_file(directory, pid)`.
+WORKERS_DIR_ENV = "PY_DISTRIBUTED_WORKERS_DIR"
+
+# os._exit as Python has it, before `run_forked` stands in for it.
+_os_exit = os._exit
+_forked = False  # `run_forked` is running: a success returns to torch
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a worker tells its launcher about itself, for workers whose environment and exit status
+    the launcher cannot read: one forked from it has the launcher's environment in /proc (torch
+    sets the rank with putenv), one forked from multiprocessing's forkserver is not its child.
+    Written when the worker starts, and again with `status` when it ends through `run`."""
+
+    rank: str
+    local_rank: str
+    group_rank: str
+    attempt: str  # TORCHELASTIC_RESTART_COUNT
+    error_file: str  # TORCHELASTIC_ERROR_FILE, where torch's handler records an exception
+    forked: bool  # called by torch elastic's function entrypoint (`run_forked`)
+    status: int | None = None  # its exit code, once it has ended through the runtime
+
+
+def record_file(directory: str, pid: int) -> str:
+    """Where the worker with `pid` writes its `Record`, in the launcher's WORKERS_DIR_ENV."""
+    return os.path.join(directory, f"{pid}.json")
+
+
+def read_record(directory: str, pid: int) -> Record | None:
+    """The record of worker `pid`; None if it wrote none (yet), or it cannot be read."""
+    try:
+        with open(record_file(directory, pid), encoding="utf-8") as f:
+            return Record(**json.load(f))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def is_distributed_worker(environ: Mapping[str, str] = os.environ) -> bool:
@@ -37,27 +73,87 @@ def is_distributed_worker(environ: Mapping[str, str] = os.environ) -> bool:
 
 def run_main(path: str, args: Sequence[str]) -> NoReturn:
     """Runs the script at `path` as `torchrun path ARGS` would, and exits with its status."""
-    sys.argv = [path, *args]
-    # A plain `python script.py` puts the script's directory first on sys.path.
-    sys.path.insert(0, os.path.dirname(path))
-    run(lambda: runpy.run_path(path, run_name="__main__"))
+    run(entry.script_main(path, args))
 
 
 def run(work: Callable[[], object]) -> NoReturn:
     """Runs `work` in this worker and exits with its status: 0 when it returns, SystemExit's code,
     or 1 with the traceback recorded for the launcher when it raises."""
-    _die_with_launcher()
+    die_with_launcher()
+    _announce()
     _answer_stack_requests()
     _exit(_status_of(work))
 
 
+class _Succeeded(BaseException):
+    """A forked worker's work succeeded: unwinds it to `run_forked`, which returns to torch."""
+
+
+def run_forked(work: Callable[[], object]) -> None:
+    """Runs `work` as `run` does, in a worker that torch elastic forked and called as a function
+    (py_distributed.warm_start), and returns when it succeeds.
+
+    torch elastic learns of such a worker's success only from its return value, which its wrapper
+    puts on a queue after the function returns (`_wrap`, MultiprocessContext._poll in
+    torch/distributed/elastic/multiprocessing/api.py); a worker that ends with exit status 0
+    before that leaves the launcher waiting for it forever (pytorch PR #116224). So a success,
+    by `run`'s end or by the user's own `os._exit(0)`, unwinds to here, and any other status
+    ends the process at once, as it does in every worker.
+    """
+    global _forked
+    pid = os.getpid()
+
+    def exit_now(status: int) -> NoReturn:
+        # Not in a process the user's code forked, nor in another thread, which cannot unwind the
+        # main one: torch then waits for this worker as it would without the runtime.
+        if os.getpid() != pid or threading.current_thread() is not threading.main_thread():
+            _os_exit(status)
+        _end(status)
+
+    _forked = True
+    os._exit = exit_now
+    try:
+        run(work)
+    except _Succeeded:
+        return
+    finally:  # torch's own process, which ends with os._exit, is not the user's code
+        os._exit = _os_exit
+        _forked = False
+
+
 def stacks_file(directory: str, pid: int) -> str:
-    """Where the worker with `pid` writes its stacks, in the launcher's STACKS_DIR_ENV."""
+    """Where the worker with `pid` writes its stacks, in the launcher's WORKERS_DIR_ENV."""
     return os.path.join(directory, f"{pid}.stacks")
 
 
+def _announce() -> None:
+    """Writes this worker's `Record`, without a status yet."""
+    environ = os.environ
+    _write_record(
+        Record(
+            environ.get("RANK", "?"),
+            environ.get("LOCAL_RANK", "?"),
+            environ.get("GROUP_RANK", "?"),
+            environ.get("TORCHELASTIC_RESTART_COUNT", "0"),
+            environ.get("TORCHELASTIC_ERROR_FILE", ""),
+            _forked,
+        )
+    )
+
+
+def _write_record(record: Record) -> None:
+    directory = os.environ.get(WORKERS_DIR_ENV, "")
+    if not directory:
+        return
+    path = record_file(directory, os.getpid())
+    with contextlib.suppress(OSError):  # the launcher then reads torch's view only
+        with open(f"{path}.partial", "w", encoding="utf-8") as f:
+            json.dump(asdict(record), f)
+        os.replace(f"{path}.partial", path)  # the launcher never reads half a record
+
+
 def _answer_stack_requests() -> None:
-    """Has this worker write the Python stacks of all its threads to its file in STACKS_DIR_ENV
+    """Has this worker write the Python stacks of all its threads to its file in WORKERS_DIR_ENV
     when it gets DUMP_SIGNAL, so that a job told to stop shows where each rank was.
 
     faulthandler's handler is C: it answers while the main thread is stuck in a collective or in
@@ -65,7 +161,7 @@ def _answer_stack_requests() -> None:
     reads whole stacks even when it SIGKILLs this worker right after. The file exists from here on:
     the launcher sends DUMP_SIGNAL only to workers that have one, as its default action would kill.
     """
-    directory = os.environ.get(STACKS_DIR_ENV, "")
+    directory = os.environ.get(WORKERS_DIR_ENV, "")
     if DUMP_SIGNAL is None or not directory:
         return
     try:
@@ -77,11 +173,14 @@ def _answer_stack_requests() -> None:
     faulthandler.register(DUMP_SIGNAL, file=stacks, all_threads=True, chain=False)
 
 
-def _die_with_launcher() -> None:
-    """Has the kernel SIGKILL this worker when the launcher dies, even by SIGKILL.
+def die_with_launcher() -> None:
+    """Has the kernel SIGKILL this process when its parent dies, and exits now if the launcher
+    (LAUNCHER_PID_ENV) has died already.
 
     torch elastic stops workers when the launcher is signalled, but a SIGKILLed launcher runs no
-    handler, and its workers, in sessions of their own, would train on as orphans.
+    handler, and its workers, in sessions of their own, would train on as orphans. A worker's
+    parent is the launcher, or multiprocessing's forkserver, which dies with the launcher the same
+    way (py_distributed.forkserver).
     """
     if not sys.platform.startswith("linux"):
         return
@@ -91,7 +190,7 @@ def _die_with_launcher() -> None:
         print(f"py_distributed: prctl: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
     launcher = os.environ.get(LAUNCHER_PID_ENV, "")
     if launcher.isdecimal() and not _alive(int(launcher)):  # it died before prctl took effect
-        os._exit(exit_code_of_signal(signal.SIGKILL))
+        _os_exit(exit_code_of_signal(signal.SIGKILL))
 
 
 def _alive(pid: int) -> bool:
@@ -108,6 +207,8 @@ def _alive(pid: int) -> bool:
 def _status_of(work: Callable[[], object]) -> int:
     try:
         work()
+    except _Succeeded:  # a nested `run`'s success, in a forked worker: not a failure
+        raise
     except SystemExit as e:
         return _exit_status(e.code)
     except BaseException as e:  # noqa: BLE001 - a worker reports every failure, KeyboardInterrupt too
@@ -165,4 +266,17 @@ def _exit(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
             stream.flush()
-    os._exit(code & 0xFF)  # as the interpreter truncates sys.exit(code)
+    _end(code)
+
+
+def _end(code: int) -> NoReturn:
+    """Records the exit status for the launcher and ends this worker, or, in a forked worker that
+    succeeded, unwinds to `run_forked`."""
+    code &= 0xFF  # as the interpreter truncates sys.exit(code)
+    directory = os.environ.get(WORKERS_DIR_ENV, "")
+    record = read_record(directory, os.getpid()) if directory else None
+    if record is not None:
+        _write_record(replace(record, status=code))
+    if code == 0 and _forked:
+        raise _Succeeded
+    _os_exit(code)

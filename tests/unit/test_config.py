@@ -50,6 +50,13 @@ def test_pet_variables_win_over_build_values():
     ) == ("4", 2, 3, 5, "chief:29400", "job-7", "join_timeout=600")
 
 
+def test_start_method_is_spawn_unless_build_or_pet_start_method_says():
+    assert resolve(BUILD, [], {}).start_method == "spawn"
+    assert resolve({**BUILD, "start_method": "fork"}, [], {}).start_method == "fork"
+    forkserver = {"PET_START_METHOD": "forkserver"}
+    assert resolve({**BUILD, "start_method": "fork"}, [], forkserver).start_method == "forkserver"
+
+
 def test_empty_pet_variable_keeps_the_build_value():
     assert resolve(BUILD, [], {"PET_NPROC_PER_NODE": ""}).nproc_per_node == "2"
 
@@ -73,6 +80,10 @@ def test_empty_pet_variable_keeps_the_build_value():
         ({"PET_MAX_RESTARTS": "many"}, "max_restarts='many'"),
         ({"PET_MAX_RESTARTS": "²"}, "max_restarts='²'"),
         ({"PET_RDZV_BACKEND": "zookeeper"}, "rdzv_backend='zookeeper' (from PET_RDZV_BACKEND)"),
+        (
+            {"PET_START_METHOD": "threads"},
+            "start_method='threads' (from PET_START_METHOD): use one of spawn, fork, forkserver",
+        ),
         ({"PET_RDZV_ENDPOINT": "host:99999"}, "rdzv_endpoint='host:99999'"),
         ({"PET_RDZV_ENDPOINT": "a:b:c"}, "rdzv_endpoint='a:b:c'"),
         ({"PET_RDZV_ENDPOINT": ":29400"}, "rdzv_endpoint=':29400'"),
@@ -121,7 +132,15 @@ def test_job_exit_code_of_first_failed_worker(exitcode, job):
 
 
 @pytest.mark.parametrize(
-    "arg", ["--nproc-per-node=3", "--nproc_per_node", "--rdzv-id=x", "--standalone", "--no-python"]
+    "arg",
+    [
+        "--nproc-per-node=3",
+        "--nproc_per_node",
+        "--rdzv-id=x",
+        "--standalone",
+        "--no-python",
+        "--start-method=fork",
+    ],
 )
 def test_torchrun_args_may_not_repeat_what_the_launcher_owns(arg):
     with pytest.raises(UsageError, match="torchrun_args has"):

@@ -59,10 +59,10 @@ def test_a_bad_value_is_exit_usage_with_one_line_and_os_environ_kept(tmp_path, c
 
 
 def test_a_broken_torch_is_not_called_bad_input(tmp_path, monkeypatch):
-    def broken() -> bool:
+    def broken() -> int:
         raise RuntimeError("CUDA driver initialization failed")
 
-    monkeypatch.setattr(torch.cuda, "is_available", broken)
+    monkeypatch.setattr(torch.cuda, "device_count", broken)
     before = dict(os.environ)
     with pytest.raises(RuntimeError, match="CUDA driver initialization failed"):
         launcher.launch(job(tmp_path, "pass", nproc_per_node="gpu"))

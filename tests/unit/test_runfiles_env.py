@@ -98,7 +98,7 @@ def test_stub_without_a_tree_is_refused_for_stub_entry(tree):
     found = locate(STUB, env, "/nowhere/main.py")
     os.rename(tree / "bin.runfiles", tree / "gone")
     with pytest.raises(UsageError, match='worker_entry = "pythonpath"'):
-        entry.for_binary("stub", "/nowhere/main.py", found)
+        entry.for_binary("stub", "/nowhere/main.py", "main.py", found)
 
 
 def test_pythonpath_leaves_out_the_interpreters_own_paths(tmp_path):

@@ -3,8 +3,9 @@
 PyTorchJob sets MASTER_ADDR/PORT, PET_NNODES, PET_NODE_RANK and RANK (the node's) on every pod,
 MASTER_ADDR=localhost on the master's; older operators set WORLD_SIZE to the number of pods and
 no PET_NNODES. Trainer's JobSet sets PET_MASTER_ADDR/PORT, PET_NNODES and PET_NODE_RANK
-(kubeflow/trainer pkg/constants). Pods are told only the chief's address; `node_address` finds
-theirs.
+(kubeflow/trainer pkg/constants); the JobSet of a `.k8s` target (`submit/kubernetes.py`) the first
+three, and its Job controller JOB_COMPLETION_INDEX. Pods are told only the chief's address;
+`node_address` finds theirs.
 """
 
 from collections.abc import Mapping

@@ -1,0 +1,11 @@
+"""Submits {binary_label} to SLURM: the main of its `.slurm` target, written by py_distributed_binary."""
+
+from py_distributed.submit.slurm import main
+
+main(
+    target={target},
+    binary={binary},
+    stub={stub},
+    binary_main={binary_main},
+    shim=__file__,
+)

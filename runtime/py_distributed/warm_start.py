@@ -1,0 +1,240 @@
+"""Warm start: workers forked from an interpreter that has imported torch already.
+
+torchrun's `--start-method` (PET_START_METHOD at run time, the `start_method` attribute in BUILD)
+picks how torch elastic starts each worker; this module holds the two ways that fork, beside the
+`spawn` ones of `py_distributed.entry` (the default: each worker a new process that re-enters the
+Bazel binary, or the bare interpreter with PYTHONPATH). Both go through torch elastic's own
+function entrypoint, as `torchrun --run-path` does: the launcher hands `elastic_launch` a function,
+and torch's MultiprocessContext starts the workers with torch.multiprocessing's start_processes.
+Each worker then runs the program's work (`Work`: the user's main as __main__ with its own
+arguments, or maybe_run_training's train_fn) and ends as every worker does (`worker.run_forked`).
+
+- `fork` (`ForkEntry`): each worker is forked from the launcher, which has imported torch once.
+  The worker starts as a copy of the launcher: the launch's own signal handlers, exit handlers and
+  logging level are reset (`_forget_launcher`); the rest of the program's state, module globals and
+  an unseeded numpy's random state included, is the launcher's (Python's `random` is reseeded).
+- `forkserver` (`ForkServerEntry`): each worker is forked from multiprocessing's forkserver, a new
+  interpreter with the launcher's import path, started at the launch's first worker, that has
+  imported torch, this runtime and the program's declared imports: the modules that its main file
+  imports at its top level (`declared_imports`), read from its source without running it, and
+  those of the launcher's main module, which multiprocessing imports in each worker.
+
+The CUDA rule: no process that forks workers may have initialised CUDA (torch's "poison fork",
+torch/cuda/__init__.py; the CUDA driver does not survive fork). The launcher counts devices
+through NVML (CUDA_CHECK_WITHOUT_INIT), so it never initialises CUDA itself; `chosen` checks, just
+before the workers start, that nothing else in the launcher has (`cuda_touched`), and the fork
+method falls back to spawn if something has. The forkserver is a new interpreter, so a program that
+touched CUDA may still use it; each worker checks that the server had not (a declared import that
+initialises CUDA when imported), and fails with that reason if it had.
+
+Where a method cannot apply, `chosen` says why in one line and workers start with spawn.
+"""
+
+import ast
+import atexit
+import contextlib
+import functools
+import multiprocessing
+import pickle
+import sys
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from py_distributed import console, signals, worker
+from py_distributed.entry import Environment, Work, WorkerEntry, python_path_env
+
+# For the launcher's own CUDA queries: torch.cuda.is_available() then counts devices through NVML
+# instead of the CUDA runtime, which would initialise the CUDA driver in the launcher.
+CUDA_CHECK_WITHOUT_INIT: Mapping[str, str] = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+
+# What the forkserver imports before the program's own imports, in this order: the module that ties
+# the server's life to the launcher's first, then torch, then what unpickles the workers' function.
+_SERVER_IMPORTS = ("py_distributed.forkserver", "torch", "py_distributed.warm_start")
+
+
+@dataclass(frozen=True)
+class ForkEntry:
+    """Each worker is forked from the launcher (`torchrun --start-method=fork --run-path`)."""
+
+    work: Work
+    env: Environment
+
+    def torchrun_entry(self) -> list[str]:
+        return ["--start-method=fork", "--run-path", self.work.program]
+
+    def function(self) -> Callable[..., object]:
+        return _entrypoint(_forked_worker, self.work.run)
+
+    def environment(self) -> Environment:
+        return self.env
+
+
+@dataclass(frozen=True)
+class ForkServerEntry:
+    """Each worker is forked from multiprocessing's forkserver, which has imported torch and the
+    program's declared imports (`torchrun --start-method=forkserver --run-path`).
+
+    The server is a bare interpreter, sys.executable, started with the launcher's environment:
+    like the workers of `worker_entry = "pythonpath"`, it finds the binary's modules through
+    PYTHONPATH, set from the launcher's sys.path.
+    """
+
+    work: Work
+    env: Environment
+
+    def torchrun_entry(self) -> list[str]:
+        return ["--start-method=forkserver", "--run-path", self.work.program]
+
+    def function(self) -> Callable[..., object]:
+        return _entrypoint(_served_worker, self.work.run)
+
+    def environment(self) -> Environment:
+        return python_path_env(self.env)
+
+
+def chosen(method: str, spawned: WorkerEntry, *, name: str) -> WorkerEntry:
+    """The way to start workers for `method` (torchrun's --start-method), on the program whose
+    spawn entry is `spawned`; `spawned` itself for spawn, and, after a one-line notice naming the
+    reason, where `method` cannot apply.
+
+    For forkserver it also readies multiprocessing's forkserver for this launch: one left running
+    by an earlier launch in this process, with that launch's environment, is stopped, and the next
+    one imports what `ForkServerEntry` says.
+    """
+    if method == "spawn":
+        return spawned
+    reason = _unfit(method, spawned)
+    if reason:
+        notice = f"{name}: start_method={method}: {reason}; starting workers with spawn"
+        print(notice, file=sys.stderr)
+        return spawned
+    work = spawned.work
+    assert work is not None  # _unfit says so otherwise
+    if method == "fork":
+        # Output the program buffered would otherwise be written again by every worker.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
+                stream.flush()
+        return ForkEntry(work, spawned.environment())
+    # multiprocessing imports the launcher's main module in each worker before it runs: the
+    # binary's generated main, whose imports are the runtime's, or the maybe_run_training program.
+    launcher_main = getattr(sys.modules["__main__"], "__file__", None)
+    launcher_imports = declared_imports(launcher_main) if launcher_main else []
+    _ready_forkserver([*_SERVER_IMPORTS, *launcher_imports, *declared_imports(work.program)])
+    return ForkServerEntry(work, spawned.environment())
+
+
+def _unfit(method: str, spawned: WorkerEntry) -> str:
+    """Why `method` cannot start this program's workers; "" if it can."""
+    if method not in multiprocessing.get_all_start_methods():
+        return f"this platform has no {method}"
+    work = spawned.work
+    if work is None:
+        return "the program has no main file for forked workers to run"
+    if method == "fork":
+        touched = cuda_touched()
+        return f"{touched} here, and forked workers could not use CUDA" if touched else ""
+    if sys.flags.ignore_environment:
+        return "the interpreter ignores PYTHONPATH (-E or -I), where the forkserver finds modules"
+    try:
+        pickle.dumps(work.run)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        return f"the forkserver cannot send the workers their function ({error})"
+    return ""
+
+
+def cuda_touched() -> str:
+    """What in this process has initialised CUDA, so that processes forked from it could not use
+    it; "" if nothing has.
+
+    torch.cuda.is_initialized() is torch's own state, set by its lazy initialisation, and inherited
+    by a fork. Below it, the CUDA driver, loaded into this process by any use of the CUDA runtime
+    (torch.cuda.is_available() without CUDA_CHECK_WITHOUT_INIT, another library), which torch's
+    state does not show: a CUDA build of torch loads it only then, never on import.
+    """
+    import torch
+
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return "CUDA is initialised (torch.cuda.is_initialized())"
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            if "/libcuda.so" in maps.read():
+                return "the CUDA driver (libcuda) is loaded"
+    except OSError:  # not Linux: torch's state is all there is to go by
+        pass
+    return ""
+
+
+def declared_imports(path: str) -> list[str]:
+    """The modules that the Python file at `path` imports at its top level (`import a.b`, `from
+    a.b import c`: "a.b"), in order: not those under `if`, `try` or in functions, nor relative ones.
+    The file is parsed, not run; one that cannot be read or parsed declares none."""
+    try:
+        with open(path, "rb") as source:
+            tree = ast.parse(source.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return []
+    found: list[str] = []
+    for statement in tree.body:
+        if isinstance(statement, ast.Import):
+            found += [alias.name for alias in statement.names]
+        elif isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
+            found.append(statement.module)
+    return [name for name in dict.fromkeys(found) if name != "__future__"]
+
+
+def _ready_forkserver(imports: Sequence[str]) -> None:
+    # multiprocessing keeps one forkserver per process, started when a worker first needs it
+    # (forkserver.ensure_running) with os.environ as it is then, and keeps it: stopping one left
+    # by an earlier launch makes this launch's first worker start one with this launch's
+    # environment and imports. _stop is the only way multiprocessing offers (its own tests use it).
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None:
+        stop()
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(imports))
+
+
+def _entrypoint(function: Callable[..., None], run: Callable[..., object]) -> Callable[..., object]:
+    """`function(run, ...)`, named as `function`: torch elastic names a job after its entrypoint
+    (launcher/api.py, _get_entrypoint_name)."""
+    return functools.update_wrapper(functools.partial(function, run), function)
+
+
+def _forked_worker(run: Callable[..., object], *args: str) -> None:
+    """torch elastic's function entrypoint in a worker forked from the launcher."""
+    _forget_launcher()
+    _work(run, args)
+
+
+def _served_worker(run: Callable[..., object], *args: str) -> None:
+    """torch elastic's function entrypoint in a worker forked from the forkserver, a new
+    interpreter with nothing of the launcher's to forget."""
+    _work(run, args)
+
+
+def _work(run: Callable[..., object], args: Sequence[str]) -> None:
+    def work() -> None:
+        touched = cuda_touched()
+        if touched:  # the forkserver's imports did it: nothing here can be undone
+            raise RuntimeError(
+                f"{touched} in the process this worker was forked from, so it cannot use CUDA:"
+                " a module the main imports at its top level initialises CUDA when imported;"
+                " initialise it in the main instead, or use start_method=spawn"
+            )
+        run(*args)
+
+    worker.run_forked(work)
+
+
+def _forget_launcher() -> None:
+    """What the launch set up in the launcher for itself, undone in a worker forked from it."""
+    signals.forget_in_worker()
+    console.forget_in_worker()
+    # The launcher's exit handlers and weakref finalizers (its temporary directories' cleanup
+    # among them) are the launcher's: a worker runs those that it registers itself, as a worker
+    # started afresh does.
+    atexit._clear()
+    weakref.finalize._registry.clear()  # type: ignore[attr-defined]
+    weakref.finalize._registered_with_atexit = False  # type: ignore[attr-defined]

@@ -1,0 +1,31 @@
+"""The cluster tests' job: each rank says where it started, then sleeps or fails as asked.
+
+It needs no torch of its own (the launcher brings it), so its ranks start fast.
+  --sleep=S                  every rank sleeps S seconds, then exits 0; each SIGUSR1, a line
+  --fail-rank=R --code=C     rank R exits with C after --fail-after seconds; the others sleep
+"""
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--sleep", type=float, default=0)
+parser.add_argument("--fail-rank", type=int, default=-1)
+parser.add_argument("--code", type=int, default=1)
+parser.add_argument("--fail-after", type=float, default=1)
+args = parser.parse_args()
+rank = int(os.environ["RANK"])
+signal.signal(signal.SIGUSR1, lambda *_: print(f"probe: rank {rank} got SIGUSR1", flush=True))
+print(
+    f"probe: rank {rank} of {os.environ['WORLD_SIZE']} started on {socket.gethostname()},"
+    f" pid {os.getpid()}",
+    flush=True,
+)
+if rank == args.fail_rank:
+    time.sleep(args.fail_after)
+    sys.exit(args.code)
+time.sleep(args.sleep)

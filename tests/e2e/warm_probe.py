@@ -1,0 +1,65 @@
+"""A torchrun script for tests/e2e/test_warm_start.py: what a worker that torch elastic forked must
+find, in $PROBE_DIR/rank<N>.json.
+
+Each rank all-reduces a one, then reports how it was started (forked by multiprocessing, and from
+which parent), what it inherited of CUDA, the launcher's signal handlers and logging level, and its
+argv, __name__ and environment markers. It registers an exit handler that writes
+$PROBE_DIR/exit<N>, as a worker's own exit handlers must run. PROBE_EXIT=os_exit0 ends every rank
+with os._exit(0), as a main that dodges interpreter teardown does.
+"""
+
+import atexit
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+
+import torch
+import torch.distributed as dist
+
+from py_distributed import is_distributed_worker
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    total = torch.ones(1)
+    dist.all_reduce(total)
+    rank = dist.get_rank()
+    probe_dir = os.environ["PROBE_DIR"]
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        libcuda = "/libcuda.so" in maps.read()
+    report = {
+        "rank": rank,
+        "sum": int(total.item()),
+        "argv": sys.argv[1:],
+        "name": __name__,
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "forked": multiprocessing.parent_process() is not None,
+        # torch's lazy-init flag, which a fork inherits: torch.cuda.is_initialized() reads it, and
+        # on a CUDA build hides it in a child forked after CUDA was initialised (a "bad fork").
+        "cuda_initialised": bool(torch.cuda._initialized),
+        "libcuda": libcuda,
+        "logging_disabled": logging.root.manager.disable,
+        "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+        "worker_marker": is_distributed_worker(),
+        "launcher_pid": int(os.environ["PY_DISTRIBUTED_LAUNCHER_PID"]),
+    }
+    atexit.register(write, os.path.join(probe_dir, f"exit{rank}"), {"rank": rank})
+    write(os.path.join(probe_dir, f"rank{rank}.json"), report)
+    dist.destroy_process_group()
+    if os.environ.get("PROBE_EXIT") == "os_exit0":
+        os._exit(0)
+
+
+def write(path: str, report: dict[str, object]) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(report, f)
+    os.replace(path + ".tmp", path)  # readers never see half a report
+
+
+if __name__ == "__main__":
+    main()
