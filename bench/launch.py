@@ -206,6 +206,8 @@ class Setup:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # Stopped with SIGTERM too, the benchmark kills the job it runs and shuts its Bazel server down.
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
     began = time.perf_counter()
     env = clean_environment(os.environ)
     meta = machine_description(args, argv)
@@ -371,16 +373,18 @@ def run_once(variant: Variant, nproc: int, kind: str, repetition: int, setup: Se
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        if kind == "memory":
-            pss = sample_pss(proc, start)
         try:
+            if kind == "memory":
+                pss = sample_pss(proc, start)
             code = proc.wait(timeout=RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            code = proc.wait()
             problem = f"timed out after {RUN_TIMEOUT_S} s"
-        seconds = time.perf_counter() - start
-        left = left_behind(marker)
+        finally:  # also when the benchmark itself is stopped
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                code = proc.wait()
+            seconds = time.perf_counter() - start
+            left = left_behind(marker)  # torch elastic's workers have sessions of their own
         output.seek(0)
         text = output.read()
     problem = problem or check_output(variant, nproc, code, text) or left
