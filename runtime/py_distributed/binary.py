@@ -2,6 +2,7 @@
 
 The same binary is the launcher (started by the user) and each worker (started by torchrun through
 the binary's stub); `main` tells them apart and hands over to `worker` or to the launch pipeline.
+A worker imports only what it runs: the launch pipeline's modules are imported in the launcher.
 """
 
 import os
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from py_distributed import bazel_test, entry, launcher, runfiles_env, worker
+from py_distributed import process_exit, runfiles_env, worker
 from py_distributed.errors import exit_on_usage_error
 
 
@@ -42,9 +43,11 @@ def main(
             script = runfiles_env.locate(main, os.environ, shim).anchor
         worker.run_main(script, args)
 
+    from py_distributed import bazel_test, entry, launcher
+
     def workers_start() -> entry.WorkerEntry:
         runfiles = runfiles_env.locate(stub, os.environ, shim)
         return entry.for_binary(worker_entry, shim, main, runfiles)
 
     job = launcher.Job(target, build_values, "BUILD", workers_start, args, torchrun_args)
-    sys.exit(bazel_test.launch(job) if test else launcher.launch(job))
+    process_exit.exit(bazel_test.launch(job) if test else launcher.launch(job))

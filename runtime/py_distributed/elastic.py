@@ -119,10 +119,8 @@ def prepare(
     argv = torchrun_argv(config)
     with environment.restored():  # torch's CUDA checks here must not initialise CUDA (warm_start)
         environment.apply(warm_start.CUDA_CHECK_WITHOUT_INIT)
-        # Counted once before the way workers start is chosen, which checks that the launcher
-        # has not initialised CUDA: torch's own counts below take the same path (NVML).
+        # Counted once, through NVML as torch's own counts below.
         cuda = torch.cuda.device_count()
-        entry = warm_start.chosen(config.start_method, entry, name=name)
         try:
             with environment.restored():  # the parser reads PET_* variables, some with int()
                 environment.apply(dict.fromkeys(_OWNED_PET_VARIABLES))
@@ -150,8 +148,6 @@ def prepare(
                 launch_config, entrypoint, entrypoint_args = torchrun.config_from_args(parsed)
         except ValueError as error:  # torchrun's own checks of its flags and PET_* variables
             raise UsageError(f"torchrun: {error}") from None
-    # A forked worker calls the entry's function where torchrun's --run-path would call its own.
-    entrypoint = entry.function() or entrypoint
     if console.PREFIX_TEMPLATE_ENV not in os.environ:
         launch_config.log_line_prefix_template = console.line_prefix(config)
 
@@ -167,6 +163,8 @@ def prepare(
     if ifname:
         # gloo and NCCL otherwise use the host name's address, loopback on many machines.
         workers.update({name: ifname for name in IFNAME_VARIABLES if name not in os.environ})
+    # A forked worker calls the entry's function where torchrun's --run-path would call its own.
+    entrypoint = entry.function() or entrypoint
     banner = console.Banner(
         name,
         local_workers,

@@ -3,31 +3,27 @@ py_distributed_binary's main, `maybe_run_training`), as torch/distributed/run.py
 is torchrun's.
 
 It configures (the torchrun settings for this node), chooses how workers start (which locates the
-binary's runfiles), prepares (torchrun's own checks) and runs torch elastic. Every bad input is one
+binary's runfiles, and starts the forkserver of that start method), prepares (torchrun's own
+checks) and runs torch elastic. Every bad input is one
 line and EXIT_USAGE before any worker starts, and os.environ is as it was when `launch` returns.
 torch is imported only once the cheap checks have passed, so that they answer at once.
 """
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from py_distributed import config, environment, node_address
+from py_distributed import config, environment, node_address, warm_start
 from py_distributed.cluster import Cluster, machine_from_env
 from py_distributed.entry import WorkerEntry
 from py_distributed.errors import EXIT_USAGE, UsageError, print_usage_error
+from py_distributed.worker import LAUNCHER_PID_ENV, RUN_ID_ENV
 
 if TYPE_CHECKING:  # the pipeline imports torch only once the cheap checks have passed
     from py_distributed.failures import Failure
-
-# Set by the launcher for its workers, to the torchrun run id. torchrun gives every worker
-# TORCHELASTIC_RUN_ID, so a worker is a process whose two values agree. WORLD_SIZE/RANK alone prove
-# nothing: schedulers such as Kubeflow's PyTorchJob set them on the launcher's pod too.
-RUN_ID_ENV = "PY_DISTRIBUTED_RUN_ID"
-# The launcher's pid: torch elastic runs in the launcher, which starts every worker.
-LAUNCHER_PID_ENV = "PY_DISTRIBUTED_LAUNCHER_PID"
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,9 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
     `observe` is called with the outcome before the launch's temporary files are removed.
     """
     observe = observe or (lambda _: None)
-    with environment.restored(), tempfile.TemporaryDirectory(prefix="py_distributed-") as scratch:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(environment.restored())
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="py_distributed-"))
         try:
             refuse_foreign_worker(os.environ)
             cluster = job.cluster or machine_from_env(os.environ)
@@ -71,7 +69,9 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
                 job.explicit, job.explicit_source, job.torchrun_args, os.environ, cluster
             )
             torchrun_config = node_address.pinned(resolved, cluster, os.environ)
-            entry = job.worker_entry()
+            method = torchrun_config.start_method
+            entry = warm_start.chosen(method, job.worker_entry(), name=job.name)
+            stack.enter_context(warm_start.served(entry))  # before torch: both import it at once
             from py_distributed import elastic
 
             markers = {RUN_ID_ENV: torchrun_config.rdzv_id, LAUNCHER_PID_ENV: str(os.getpid())}

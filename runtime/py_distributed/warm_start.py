@@ -14,16 +14,20 @@ arguments, or maybe_run_training's train_fn) and ends as every worker does (`wor
   logging level are reset (`_forget_launcher`); the rest of the program's state, module globals and
   an unseeded numpy's random state included, is the launcher's (Python's `random` is reseeded).
 - `forkserver` (`ForkServerEntry`): each worker is forked from multiprocessing's forkserver, a new
-  interpreter with the launcher's import path, started at the launch's first worker, that has
-  imported torch, this runtime and the program's declared imports: the modules that its main file
-  imports at its top level (`declared_imports`), read from its source without running it, and
-  those of the launcher's main module, which multiprocessing imports in each worker.
+  interpreter with the launcher's import path that has imported torch, this runtime and the
+  program's declared imports: the modules that its main file imports at its top level
+  (`declared_imports`), read from its source without running it, and those of the launcher's main
+  module, which multiprocessing imports in each worker. The launcher starts it (`served`) before
+  it imports torch itself, so that the two import torch at once, on two cores; each worker then
+  takes the launcher's environment as it is when torch elastic starts the worker, as a forked
+  worker has it, from its function's arguments (`_EnvironmentAtStart`).
 
 The CUDA rule: no process that forks workers may have initialised CUDA (torch's "poison fork",
-torch/cuda/__init__.py; the CUDA driver does not survive fork). The launcher counts devices
-through NVML (CUDA_CHECK_WITHOUT_INIT), so it never initialises CUDA itself; `chosen` checks, just
-before the workers start, that nothing else in the launcher has (`cuda_touched`), and the fork
-method falls back to spawn if something has. The forkserver is a new interpreter, so a program that
+torch/cuda/__init__.py; the CUDA driver does not survive fork). The launch pipeline never
+initialises CUDA: importing torch does not, and it counts devices through NVML
+(CUDA_CHECK_WITHOUT_INIT). `chosen` checks, before the pipeline imports torch elastic, that
+nothing in the launcher's program has (`cuda_touched`), and the fork method falls back to spawn if
+something has. The forkserver is a new interpreter, so a program that
 touched CUDA may still use it; each worker checks that the server had not (a declared import that
 initialises CUDA when imported), and fails with that reason if it had.
 
@@ -35,13 +39,15 @@ import atexit
 import contextlib
 import functools
 import multiprocessing
+import multiprocessing.forkserver
+import os
 import pickle
 import sys
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from py_distributed import console, signals, worker
+from py_distributed import console, environment, worker
 from py_distributed.entry import Environment, Work, WorkerEntry, python_path_env
 
 # For the launcher's own CUDA queries: torch.cuda.is_available() then counts devices through NVML
@@ -87,7 +93,7 @@ class ForkServerEntry:
         return ["--start-method=forkserver", "--run-path", self.work.program]
 
     def function(self) -> Callable[..., object]:
-        return _entrypoint(_served_worker, self.work.run)
+        return _entrypoint(_served_worker, _EnvironmentAtStart(), self.work.run)
 
     def environment(self) -> Environment:
         return python_path_env(self.env)
@@ -98,9 +104,8 @@ def chosen(method: str, spawned: WorkerEntry, *, name: str) -> WorkerEntry:
     spawn entry is `spawned`; `spawned` itself for spawn, and, after a one-line notice naming the
     reason, where `method` cannot apply.
 
-    For forkserver it also readies multiprocessing's forkserver for this launch: one left running
-    by an earlier launch in this process, with that launch's environment, is stopped, and the next
-    one imports what `ForkServerEntry` says.
+    It needs no torch: the launcher calls it before it imports torch, to start the forkserver
+    (`served`) first.
     """
     if method == "spawn":
         return spawned
@@ -117,12 +122,36 @@ def chosen(method: str, spawned: WorkerEntry, *, name: str) -> WorkerEntry:
             with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
                 stream.flush()
         return ForkEntry(work, spawned.environment())
+    return ForkServerEntry(work, spawned.environment())
+
+
+@contextlib.contextmanager
+def served(entry: WorkerEntry) -> Iterator[None]:
+    """For a ForkServerEntry, starts multiprocessing's forkserver now, and stops it at the end: a
+    launch leaves nothing running. Nothing for the other entries.
+
+    One left running by the program (multiprocessing keeps one per process, with the environment
+    and imports of its start) is stopped first, so that this launch's workers come from a server
+    with this launch's import path that has imported what `ForkServerEntry` says.
+    """
+    if not isinstance(entry, ForkServerEntry):
+        yield
+        return
     # multiprocessing imports the launcher's main module in each worker before it runs: the
     # binary's generated main, whose imports are the runtime's, or the maybe_run_training program.
     launcher_main = getattr(sys.modules["__main__"], "__file__", None)
     launcher_imports = declared_imports(launcher_main) if launcher_main else []
-    _ready_forkserver([*_SERVER_IMPORTS, *launcher_imports, *declared_imports(work.program)])
-    return ForkServerEntry(work, spawned.environment())
+    _stop_forkserver()
+    multiprocessing.get_context("forkserver").set_forkserver_preload(
+        [*_SERVER_IMPORTS, *launcher_imports, *declared_imports(entry.work.program)]
+    )
+    with environment.restored():
+        environment.apply(entry.environment())
+        multiprocessing.forkserver.ensure_running()
+    try:
+        yield
+    finally:
+        _stop_forkserver()
 
 
 def _unfit(method: str, spawned: WorkerEntry) -> str:
@@ -149,13 +178,13 @@ def cuda_touched() -> str:
     it; "" if nothing has.
 
     torch.cuda.is_initialized() is torch's own state, set by its lazy initialisation, and inherited
-    by a fork. Below it, the CUDA driver, loaded into this process by any use of the CUDA runtime
-    (torch.cuda.is_available() without CUDA_CHECK_WITHOUT_INIT, another library), which torch's
-    state does not show: a CUDA build of torch loads it only then, never on import.
+    by a fork; none before torch is imported. Below it, the CUDA driver, loaded into this process by
+    any use of the CUDA runtime (torch.cuda.is_available() without CUDA_CHECK_WITHOUT_INIT, another
+    library), which torch's state does not show: a CUDA build of torch loads it only then, never on
+    import.
     """
-    import torch
-
-    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
         return "CUDA is initialised (torch.cuda.is_initialized())"
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
@@ -184,22 +213,19 @@ def declared_imports(path: str) -> list[str]:
     return [name for name in dict.fromkeys(found) if name != "__future__"]
 
 
-def _ready_forkserver(imports: Sequence[str]) -> None:
-    # multiprocessing keeps one forkserver per process, started when a worker first needs it
-    # (forkserver.ensure_running) with os.environ as it is then, and keeps it: stopping one left
-    # by an earlier launch makes this launch's first worker start one with this launch's
-    # environment and imports. _stop is the only way multiprocessing offers (its own tests use it).
+def _stop_forkserver() -> None:
+    # multiprocessing keeps one forkserver per process; _stop is the only way it offers to end one
+    # (its own tests use it), and does nothing where none runs.
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     stop = getattr(server, "_stop", None)
     if stop is not None:
         stop()
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(imports))
 
 
-def _entrypoint(function: Callable[..., None], run: Callable[..., object]) -> Callable[..., object]:
-    """`function(run, ...)`, named as `function`: torch elastic names a job after its entrypoint
+def _entrypoint(function: Callable[..., None], *bound: object) -> Callable[..., object]:
+    """`function(*bound, ...)`, named as `function`: torch elastic names a job after its entrypoint
     (launcher/api.py, _get_entrypoint_name)."""
-    return functools.update_wrapper(functools.partial(function, run), function)
+    return functools.update_wrapper(functools.partial(function, *bound), function)
 
 
 def _forked_worker(run: Callable[..., object], *args: str) -> None:
@@ -208,10 +234,29 @@ def _forked_worker(run: Callable[..., object], *args: str) -> None:
     _work(run, args)
 
 
-def _served_worker(run: Callable[..., object], *args: str) -> None:
+def _served_worker(launcher: Mapping[str, str], run: Callable[..., object], *args: str) -> None:
     """torch elastic's function entrypoint in a worker forked from the forkserver, a new
-    interpreter with nothing of the launcher's to forget."""
+    interpreter with nothing of the launcher's to forget. Its environment becomes the launcher's,
+    `launcher`, with the variables that torch elastic has just set for this worker on top: those
+    that differ from the server's own (`py_distributed.forkserver`)."""
+    from py_distributed import forkserver  # imported already: the server's first import
+
+    set_by_torch = {k: v for k, v in os.environ.items() if forkserver.ENVIRONMENT.get(k) != v}
+    os.environ.clear()
+    os.environ.update({**launcher, **set_by_torch})
     _work(run, args)
+
+
+class _EnvironmentAtStart:
+    """A stand-in for the launcher's os.environ that is pickled as a copy of it when it is pickled.
+
+    torch elastic pickles a forkserver worker's function and arguments when it starts the worker,
+    from the launching thread, inside the launch: os.environ then has every variable the launch
+    sets for its workers, some only then (`py_distributed.signals`), long after the server started.
+    """
+
+    def __reduce__(self) -> tuple[type[dict[str, str]], tuple[dict[str, str]]]:
+        return dict, (dict(os.environ),)
 
 
 def _work(run: Callable[..., object], args: Sequence[str]) -> None:
@@ -230,6 +275,8 @@ def _work(run: Callable[..., object], args: Sequence[str]) -> None:
 
 def _forget_launcher() -> None:
     """What the launch set up in the launcher for itself, undone in a worker forked from it."""
+    from py_distributed import signals  # imports torch: the launcher imports this module before
+
     signals.forget_in_worker()
     console.forget_in_worker()
     # The launcher's exit handlers and weakref finalizers (its temporary directories' cleanup

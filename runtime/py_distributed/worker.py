@@ -1,6 +1,5 @@
 """Worker mode: run the user's code (a torchrun-style main or a train_fn), exit with its status."""
 
-import atexit
 import contextlib
 import ctypes
 import faulthandler
@@ -14,9 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import NoReturn
 
-from py_distributed import entry
+from py_distributed import entry, process_exit
 from py_distributed.errors import exit_code_of_signal
-from py_distributed.launcher import LAUNCHER_PID_ENV, RUN_ID_ENV
+
+# Set by the launcher for its workers, to the torchrun run id. torchrun gives every worker
+# TORCHELASTIC_RUN_ID, so a worker is a process whose two values agree. WORLD_SIZE/RANK alone prove
+# nothing: schedulers such as Kubeflow's PyTorchJob set them on the launcher's pod too.
+RUN_ID_ENV = "PY_DISTRIBUTED_RUN_ID"
+# The launcher's pid: torch elastic runs in the launcher, which starts every worker.
+LAUNCHER_PID_ENV = "PY_DISTRIBUTED_LAUNCHER_PID"
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -252,21 +257,9 @@ def _record(error: BaseException) -> None:
 
 
 def _exit(code: int) -> NoReturn:
-    """Finishes as the interpreter would (threads, exit handlers, flush), then skips its teardown.
-
-    torch 2.13 with gloo aborts in static destructors at interpreter exit in about one run of ten
-    ("terminate called without an active exception", exit -6) after the script finished its work,
-    so a finished job would be reported failed. Nothing after the exit handlers is worth that risk.
-    """
-    try:
-        threading._shutdown()  # type: ignore[attr-defined]  # joins non-daemon threads, as at exit
-    except KeyboardInterrupt:  # Ctrl-C reaches workers too: stop waiting, still skip teardown
-        code = code or exit_code_of_signal(signal.SIGINT)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
-            stream.flush()
-    _end(code)
+    """Finishes as the interpreter would, then skips its teardown (`py_distributed.process_exit`):
+    where torch 2.13 with gloo aborts about once in ten runs, after the work has finished."""
+    _end(process_exit.finish(code))
 
 
 def _end(code: int) -> NoReturn:

@@ -66,8 +66,24 @@ def test_forked_workers_run_the_main_as_main_with_a_workers_state(probe_dir, run
         assert not r["cuda_initialised"] and not r["libcuda"], r
         # What the launcher set up for its launch is not the worker's.
         assert r["logging_disabled"] == 0 and r["sigterm_default"] and r["sigint_default"], r
+        # The launcher's environment when the launch ran the workers, not when the forkserver
+        # started, before the launcher imported torch.
+        assert r["workers_dir"] and r["pet_start_method"] is None, r
     # The workers' own exit handlers ran.
     assert sorted(p.name for p in probe_dir.glob("exit*")) == ["exit0", "exit1"]
+
+
+def test_a_bad_input_found_after_the_forkserver_started_leaves_it_stopped(probe_dir, run_id):
+    # The launcher starts the forkserver before it imports torch, then checks torchrun's flags.
+    settings = {"PET_START_METHOD": "forkserver", "PET_LOG_DIR": "/proc/py_distributed"}
+    done = run([PROBE], env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **settings})
+    assert done.returncode == 2, done.stdout
+    assert done.stdout.splitlines() == [
+        "//tests/e2e:warm_probe: error: log_dir='/proc/py_distributed' (from --log-dir or"
+        " PET_LOG_DIR): cannot write there; choose a writable directory"
+    ]
+    # The run_id fixture then checks that no process of the run is left: the forkserver has the
+    # launcher's environment.
 
 
 def test_start_method_in_build_and_pet_start_method_over_it(probe_dir, run_id):

@@ -3,9 +3,11 @@ find, in $PROBE_DIR/rank<N>.json.
 
 Each rank all-reduces a one, then reports how it was started (forked by multiprocessing, and from
 which parent), what it inherited of CUDA, the launcher's signal handlers and logging level, and its
-argv, __name__ and environment markers. It registers an exit handler that writes
-$PROBE_DIR/exit<N>, as a worker's own exit handlers must run. PROBE_EXIT=os_exit0 ends every rank
-with os._exit(0), as a main that dodges interpreter teardown does.
+argv, __name__ and environment: its markers, the variable a launch sets for its workers only once
+it runs them, and torchrun's PET_START_METHOD, which the launcher keeps from its workers. It
+registers an exit handler that writes $PROBE_DIR/exit<N>, as a worker's own exit handlers must run.
+PROBE_EXIT=os_exit0 ends every rank with os._exit(0), as a main that dodges interpreter teardown
+does.
 """
 
 import atexit
@@ -47,6 +49,8 @@ def main() -> None:
         "sigint_default": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
         "worker_marker": is_distributed_worker(),
         "launcher_pid": int(os.environ["PY_DISTRIBUTED_LAUNCHER_PID"]),
+        "workers_dir": "PY_DISTRIBUTED_WORKERS_DIR" in os.environ,
+        "pet_start_method": os.environ.get("PET_START_METHOD"),
     }
     atexit.register(write, os.path.join(probe_dir, f"exit{rank}"), {"rank": rank})
     write(os.path.join(probe_dir, f"rank{rank}.json"), report)

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from py_distributed import launcher
+from py_distributed import launcher, worker
 from py_distributed.entry import InterpreterEntry
 from py_distributed.errors import EXIT_USAGE
 
@@ -70,7 +70,7 @@ def test_a_broken_torch_is_not_called_bad_input(tmp_path, monkeypatch):
 
 
 def test_a_worker_of_another_launch_refuses_to_launch(tmp_path, monkeypatch):
-    monkeypatch.setenv(launcher.RUN_ID_ENV, "ours")
+    monkeypatch.setenv(worker.RUN_ID_ENV, "ours")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "theirs")
     assert launcher.launch(job(tmp_path, "pass")) == EXIT_USAGE
 

@@ -3,11 +3,13 @@ tests/e2e/test_warm_start.py starts the workers."""
 
 import os
 
+import psutil
 import pytest
 
-from py_distributed import config, elastic, warm_start
+from py_distributed import config, elastic, launcher, warm_start
 from py_distributed.cluster import single_machine
 from py_distributed.entry import InterpreterEntry, Work, run_script
+from py_distributed.errors import EXIT_USAGE
 
 PROGRAM = os.path.abspath(__file__)
 SPAWNED = InterpreterEntry((PROGRAM,), {"RUNFILES_DIR": "/runfiles"}, Work(PROGRAM, run_script))
@@ -52,7 +54,8 @@ def test_prepare_hands_torch_elastic_the_warm_function_and_the_program():
     resolved = config.resolve(
         {"nproc_per_node": "2", "start_method": "fork"}, "BUILD", (), {}, single_machine()
     )
-    launch = elastic.prepare(resolved, SPAWNED, ["--", "a"], {}, name="unit", scratch="/tmp/unit")
+    entry = warm_start.chosen("fork", SPAWNED, name="unit")
+    launch = elastic.prepare(resolved, entry, ["--", "a"], {}, name="unit", scratch="/tmp/unit")
     assert launch.config.start_method == "fork"
     assert launch.entrypoint_args == [PROGRAM, "--", "a"]
     assert callable(launch.entrypoint) and launch.entrypoint.__name__ == "_forked_worker"
@@ -80,3 +83,29 @@ def test_a_main_that_cannot_be_read_or_parsed_declares_nothing(tmp_path):
     broken.write_text("import (\n")
     assert warm_start.declared_imports(str(broken)) == []
     assert warm_start.declared_imports(str(tmp_path / "missing.py")) == []
+
+
+def test_a_launch_stops_the_forkserver_it_started_also_after_a_bad_input(tmp_path):
+    def forkservers() -> list[psutil.Process]:
+        children = psutil.Process().children()
+        return [p for p in children if "multiprocessing.forkserver" in " ".join(p.cmdline())]
+
+    started = []
+
+    def worker_entry() -> InterpreterEntry:
+        started.append(True)
+        return SPAWNED
+
+    # Bad only for torchrun's own checks, which run once the server has started.
+    job = launcher.Job(
+        "unit",
+        {"nproc_per_node": "2", "start_method": "forkserver"},
+        "BUILD",
+        worker_entry,
+        torchrun_args=[f"--log-dir={tmp_path / 'file'}"],
+    )
+    (tmp_path / "file").write_text("not a directory")
+    servers_before = forkservers()
+    assert launcher.launch(job, observe=lambda _: started.append(forkservers())) == EXIT_USAGE
+    assert started[0] is True and started[1], "the server was not running during the launch"
+    assert forkservers() == servers_before == []

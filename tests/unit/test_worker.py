@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 import py_distributed
-from py_distributed.launcher import RUN_ID_ENV, is_foreign_worker
-from py_distributed.worker import is_distributed_worker
+from py_distributed.launcher import is_foreign_worker
+from py_distributed.worker import RUN_ID_ENV, is_distributed_worker
 
 
 @pytest.mark.parametrize(
