@@ -17,7 +17,8 @@ CPU workers, started in each of these ways:
     bazel run    the same through `bazel run //bench:allreduce_once`, to show Bazel's own share
     fork         the built binary with PET_START_METHOD=fork (warm start)
     forkserver   the built binary with PET_START_METHOD=forkserver
-    floor        no launcher: python + import torch + a 1-rank group, the least any way can take
+    floor        no launcher: python + import torch + a 1-rank group, the least any way can take;
+                 the same whatever N, so run once per repetition and shown under every N
 
 The binaries come from a Bazel server of the benchmark's own (its own output base, shut down at the
 end), so that `bazel run` meets a warm server that no other command holds, and nothing rebuilds
@@ -110,6 +111,7 @@ class Variant:
     command: Callable[[int, Path], list[str]]  # N, Bazel's bin directory
     env: Callable[[int], dict[str, str]]
     ranks: Callable[[int], int] = lambda nproc: nproc
+    per_n: bool = True  # False: the same job whatever N, run once per repetition, shown for each N
 
 
 def _binary(_: int, bazel_bin: Path) -> list[str]:
@@ -176,8 +178,10 @@ VARIANTS = (
         lambda n, _: [sys.executable, str(SCRIPT)],
         _floor_env,
         ranks=lambda n: 1,
+        per_n=False,
     ),
 )
+PER_N = {v.name: v.per_n for v in VARIANTS}
 
 
 @dataclass
@@ -255,15 +259,20 @@ def measure(args: argparse.Namespace, setup: Setup) -> tuple[dict[str, str], lis
     available = [v for v in VARIANTS if v.name not in missing]
 
     kinds = schedule(args.runs, args.memory_runs)
+    began = time.monotonic()
     for repetition, kind in enumerate(kinds):
         count = f"{kinds[: repetition + 1].count(kind)} of {kinds.count(kind)}"
         for index, nproc in enumerate(args.nproc):
-            turn = (repetition + index) % len(available)
-            order = available[turn:] + available[:turn]
+            here = [v for v in available if v.per_n or index == 0]
+            turn = (repetition + index) % len(here)
+            order = here[turn:] + here[:turn]
             done = [run_once(v, nproc, kind, repetition, setup) for v in order]
             runs += done
             summary = ", ".join(f"{r.variant} {describe(r)}" for r in done)
             say(f"{kind} run {count}, N={nproc}: {summary}")
+        spent = time.monotonic() - began
+        left = spent / (repetition + 1) * (len(kinds) - repetition - 1)
+        say(f"{spent:.0f} s of runs so far, about {left:.0f} s to go")
     return missing, runs
 
 
@@ -489,7 +498,11 @@ class Table:
 
     def cell(self, kind: str, variant: str, nproc: int) -> tuple[float | None, int, int]:
         """The median of `kind`'s measure, how many runs succeeded, how many there were."""
-        runs = [r for r in self.runs if (r.kind, r.variant, r.nproc) == (kind, variant, nproc)]
+        runs = [
+            r
+            for r in self.runs
+            if (r.kind, r.variant) == (kind, variant) and (r.nproc == nproc or not PER_N[variant])
+        ]
         values = [(r.seconds if kind == "time" else r.peak_pss_mib) for r in runs if r.ok]
         good = [v for v in values if v is not None]
         return (statistics.median(good) if good else None), len(good), len(runs)

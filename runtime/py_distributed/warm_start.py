@@ -27,9 +27,9 @@ torch/cuda/__init__.py; the CUDA driver does not survive fork). The launch pipel
 initialises CUDA: importing torch does not, and it counts devices through NVML
 (CUDA_CHECK_WITHOUT_INIT). `chosen` checks, before the pipeline imports torch elastic, that
 nothing in the launcher's program has (`cuda_touched`), and the fork method falls back to spawn if
-something has. The forkserver is a new interpreter, so a program that
-touched CUDA may still use it; each worker checks that the server had not (a declared import that
-initialises CUDA when imported), and fails with that reason if it had.
+something has. The forkserver is a new interpreter, so a program that touched CUDA may still use
+it; each worker checks that the server had not (a declared import that initialises CUDA when
+imported), and fails with that reason if it had.
 
 Where a method cannot apply, `chosen` says why in one line and workers start with spawn.
 """
@@ -38,6 +38,7 @@ import ast
 import atexit
 import contextlib
 import functools
+import gc
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -260,6 +261,11 @@ class _EnvironmentAtStart:
 
 
 def _work(run: Callable[..., object], args: Sequence[str]) -> None:
+    # What the worker inherited stays shared with the process it was forked from: a full garbage
+    # collection writes to every object it visits, and would copy that process's heap page by
+    # page into each worker (as CPython's gc.freeze documentation warns, for fork).
+    gc.freeze()
+
     def work() -> None:
         touched = cuda_touched()
         if touched:  # the forkserver's imports did it: nothing here can be undone

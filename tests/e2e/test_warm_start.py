@@ -69,6 +69,8 @@ def test_forked_workers_run_the_main_as_main_with_a_workers_state(probe_dir, run
         # The launcher's environment when the launch ran the workers, not when the forkserver
         # started, before the launcher imported torch.
         assert r["workers_dir"] and r["pet_start_method"] is None, r
+        # What it inherited is kept out of its garbage collections, which would copy it.
+        assert r["frozen_objects"] > 10_000, r
     # The workers' own exit handlers ran.
     assert sorted(p.name for p in probe_dir.glob("exit*")) == ["exit0", "exit1"]
 

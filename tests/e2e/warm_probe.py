@@ -11,6 +11,7 @@ does.
 """
 
 import atexit
+import gc
 import json
 import logging
 import multiprocessing
@@ -50,6 +51,7 @@ def main() -> None:
         "worker_marker": is_distributed_worker(),
         "launcher_pid": int(os.environ["PY_DISTRIBUTED_LAUNCHER_PID"]),
         "workers_dir": "PY_DISTRIBUTED_WORKERS_DIR" in os.environ,
+        "frozen_objects": gc.get_freeze_count(),
         "pet_start_method": os.environ.get("PET_START_METHOD"),
     }
     atexit.register(write, os.path.join(probe_dir, f"exit{rank}"), {"rank": rank})
