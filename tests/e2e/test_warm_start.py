@@ -75,7 +75,7 @@ def test_forked_workers_run_the_main_as_main_with_a_workers_state(probe_dir, run
     assert sorted(p.name for p in probe_dir.glob("exit*")) == ["exit0", "exit1"]
 
 
-def test_a_bad_input_found_after_the_forkserver_started_leaves_it_stopped(probe_dir, run_id):
+def test_a_bad_input_found_after_the_forkserver_started_leaves_nothing_running(probe_dir, run_id):
     # The launcher starts the forkserver before it imports torch, then checks torchrun's flags.
     settings = {"PET_START_METHOD": "forkserver", "PET_LOG_DIR": "/proc/py_distributed"}
     done = run([PROBE], env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **settings})

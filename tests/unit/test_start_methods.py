@@ -90,22 +90,17 @@ def test_a_launch_stops_the_forkserver_it_started_also_after_a_bad_input(tmp_pat
         children = psutil.Process().children()
         return [p for p in children if "multiprocessing.forkserver" in " ".join(p.cmdline())]
 
-    started = []
-
-    def worker_entry() -> InterpreterEntry:
-        started.append(True)
-        return SPAWNED
-
     # Bad only for torchrun's own checks, which run once the server has started.
+    (tmp_path / "file").write_text("not a directory")
     job = launcher.Job(
         "unit",
         {"nproc_per_node": "2", "start_method": "forkserver"},
         "BUILD",
-        worker_entry,
+        lambda: SPAWNED,
         torchrun_args=[f"--log-dir={tmp_path / 'file'}"],
     )
-    (tmp_path / "file").write_text("not a directory")
-    servers_before = forkservers()
-    assert launcher.launch(job, observe=lambda _: started.append(forkservers())) == EXIT_USAGE
-    assert started[0] is True and started[1], "the server was not running during the launch"
-    assert forkservers() == servers_before == []
+    assert forkservers() == []
+    during: list[list[psutil.Process]] = []
+    assert launcher.launch(job, observe=lambda _: during.append(forkservers())) == EXIT_USAGE
+    assert len(during) == 1 and len(during[0]) == 1, "one server runs while the launch does"
+    assert forkservers() == []
