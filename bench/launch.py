@@ -30,16 +30,17 @@ Memory is the peak of the total PSS of the process tree (root and descendants, p
 memory_full_info), sampled every 15 ms plus the time one sweep takes, in separate runs: reading
 one torch process's PSS costs about 10 ms of CPU on a small VM, so sampling would steal the CPU
 the timed job needs. A sweep of 10 processes thus takes about 0.1 s, and a peak shorter than that
-(8 forked workers live about that long) may be missed: the JSON keeps every sample. Bazel's
-server is no descendant of `bazel run`, so its memory is not counted.
+(8 forked workers live about that long) may be missed: the JSON keeps every sample. `bazel run`
+has no memory runs: its client execs the binary, so its process tree is spawn's (Bazel's server is
+no descendant, and is not counted).
 
 The variants take turns run by run (round-robin within each repetition, the order rotated from one
 to the next), so that drift of the machine hits them alike. Every run is checked: exit status 0,
 one line from each rank with the right sum, workers started the way the variant says (a warm start
 that fell back to spawn fails its run) and no process left behind once the root has exited. Failed
-runs stay in the JSON and are counted in the tables; medians are over the runs that succeeded. One
-warm-up run per variant (N=2, not in the medians) fills the page cache and finds the variants this
-checkout cannot run (a start method the runtime lacks): those are reported missing.
+runs stay in the JSON and are counted in the tables; medians are over the runs that succeeded. The
+memory runs come first, and fill the page cache before any run is timed; a variant whose first run
+fails is one this checkout cannot run (a start method the runtime lacks), reported missing.
 
 Writes bench/results/launch.json (every run, with its PSS samples), launch.md (the tables and the
 verdict against issue 13's targets) and launch.png (latency and PSS against N). Exits 0 when every
@@ -82,7 +83,6 @@ OUTPUT_BASE = (
 BAZEL = ("bazel", f"--output_base={OUTPUT_BASE}")
 NO_LINKS = "--symlink_prefix=/"
 NPROCS = (1, 2, 4, 8)
-WARMUP_NPROC = 2
 RUN_TIMEOUT_S = 300
 SAMPLE_INTERVAL_S = 0.015
 # How long processes of a run may outlive its root (a forkserver sees its launcher go) before they
@@ -112,6 +112,7 @@ class Variant:
     env: Callable[[int], dict[str, str]]
     ranks: Callable[[int], int] = lambda nproc: nproc
     per_n: bool = True  # False: the same job whatever N, run once per repetition, shown for each N
+    sampled: bool = True  # False: its process tree is another variant's, so no memory runs
 
 
 def _binary(_: int, bazel_bin: Path) -> list[str]:
@@ -162,6 +163,7 @@ VARIANTS = (
         "exec",
         lambda n, _: [*BAZEL, "run", NO_LINKS, TARGET],
         _nproc_env,
+        sampled=False,  # the client execs the binary: its tree is spawn's
     ),
     Variant("fork", "bazel-bin, fork", "fork", _binary, _warm_env("fork")),
     Variant(
@@ -190,7 +192,7 @@ class Run:
 
     variant: str
     nproc: int
-    kind: str  # "warmup", "time" or "memory"
+    kind: str  # "time" or "memory"
     repetition: int
     seconds: float
     ok: bool
@@ -239,34 +241,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(table, meta, args.out / "launch.png")
     print(markdown)
     say(f"wrote {args.out}/launch.json, launch.md, launch.png in {meta['wall_seconds']} s")
-    failed_runs = any(not r.ok for r in runs if r.kind != "warmup")
+    failed_runs = any(not r.ok for r in runs)
     return 0 if not failed_runs and all(line.startswith("PASS") for line in verdict) else 1
 
 
 def measure(args: argparse.Namespace, setup: Setup) -> tuple[dict[str, str], list[Run]]:
-    """The warm-up, then every repetition; returns the missing variants (with why) and every run."""
+    """Every repetition, a memory one first; returns the missing variants (with why) and every run.
+
+    The first run of each variant also finds out whether this checkout can run it at all (a start
+    method the runtime lacks): one that fails there is reported missing and not run again.
+    """
     runs: list[Run] = []
     missing: dict[str, str] = {}
-    say(f"warm-up, N={WARMUP_NPROC}: one run of each variant, not in the medians")
-    for variant in VARIANTS:
-        run = run_once(variant, WARMUP_NPROC, "warmup", 0, setup)
-        runs.append(run)
-        say(f"  {variant.name:<11} {describe(run)}")
-        if not run.ok:
-            missing[variant.name] = run.problem
-    if "torchrun" in missing:
-        sys.exit(f"bench: the baseline, torchrun, fails: {missing['torchrun']}")
-    available = [v for v in VARIANTS if v.name not in missing]
-
     kinds = schedule(args.runs, args.memory_runs)
     began = time.monotonic()
     for repetition, kind in enumerate(kinds):
         count = f"{kinds[: repetition + 1].count(kind)} of {kinds.count(kind)}"
         for index, nproc in enumerate(args.nproc):
-            here = [v for v in available if v.per_n or index == 0]
+            here = [
+                v
+                for v in VARIANTS
+                if v.name not in missing
+                and (v.per_n or index == 0)
+                and (v.sampled or kind != "memory")
+            ]
             turn = (repetition + index) % len(here)
             order = here[turn:] + here[:turn]
-            done = [run_once(v, nproc, kind, repetition, setup) for v in order]
+            done = []
+            for variant in order:
+                run = run_once(variant, nproc, kind, repetition, setup)
+                done.append(run)
+                if not run.ok and not any(r.variant == variant.name for r in runs):
+                    missing[variant.name] = run.problem
+            if "torchrun" in missing:
+                sys.exit(f"bench: the baseline, torchrun, fails: {missing['torchrun']}")
             runs += done
             summary = ", ".join(f"{r.variant} {describe(r)}" for r in done)
             say(f"{kind} run {count}, N={nproc}: {summary}")
@@ -310,10 +318,11 @@ def _nproc_list(text: str) -> tuple[int, ...]:
 
 
 def schedule(runs: int, memory_runs: int) -> list[str]:
-    """The kinds of the repetitions: timed and memory ones alternate while both last."""
+    """The kinds of the repetitions: memory and timed ones alternate while both last, a memory one
+    first, whose runs fill the page cache before any run is timed."""
     kinds: list[str] = []
     for index in range(max(runs, memory_runs)):
-        kinds += ["time"] * (index < runs) + ["memory"] * (index < memory_runs)
+        kinds += ["memory"] * (index < memory_runs) + ["time"] * (index < runs)
     return kinds
 
 
@@ -492,7 +501,7 @@ class Table:
     """Medians per variant and N of the runs that succeeded, and the verdict on them."""
 
     def __init__(self, runs: Iterable[Run], nprocs: Sequence[int], missing: dict[str, str]):
-        self.runs = [r for r in runs if r.kind != "warmup"]
+        self.runs = list(runs)
         self.nprocs = nprocs
         self.missing = missing
 
@@ -569,6 +578,8 @@ class Table:
                     median, good, total = self.cell(kind, v.name, n)
                     if v.name in self.missing:
                         cells.append("missing")
+                    elif kind == "memory" and not v.sampled:
+                        cells.append("not sampled")
                     elif median is None:
                         cells.append(f"failed ({total} runs)")
                     else:

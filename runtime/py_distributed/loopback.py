@@ -8,7 +8,9 @@ backend hands each TCPStore a socket already bound to 127.0.0.1 (`master_listen_
 also picks and holds the port, without a pick-then-bind race (pytorch#126510).
 """
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,6 +20,7 @@ from torch.distributed.elastic.rendezvous import (
     RendezvousHandler,
     RendezvousInfo,
     RendezvousParameters,
+    dynamic_rendezvous,
     rendezvous_handler_registry,
 )
 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
@@ -76,7 +79,28 @@ class _LoopbackHandler(DynamicRendezvousHandler):
         # attempt (torch/distributed/rendezvous.py): restarted ranks then read the last round's
         # gloo addresses and fail with "Connection refused". One node: rank 0 makes a new one.
         self._shared_tcp_store_server = None
-        return super().next_rendezvous()
+        with _unskewed():
+            return super().next_rendezvous()
+
+
+@contextlib.contextmanager
+def _unskewed() -> Iterator[None]:
+    """Skips the random wait of 0 to 0.3 s before a first round, by which torch skews the joins of
+    many nodes to spare their backend (DynamicRendezvousHandler.next_rendezvous): one node has
+    nothing to skew, and the wait would be a tenth of a warm start. torch's one-second polls stay.
+    """
+    # The module's own name for rendezvous/utils.py's _delay, which it calls for both waits.
+    delay = dynamic_rendezvous._delay  # type: ignore[attr-defined]
+
+    def unskewed(seconds: float | tuple[float, float]) -> None:
+        if not isinstance(seconds, tuple):  # a range is the skew
+            delay(seconds)
+
+    dynamic_rendezvous._delay = unskewed  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        dynamic_rendezvous._delay = delay  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

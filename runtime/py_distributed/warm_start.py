@@ -245,6 +245,11 @@ def _served_worker(launcher: Mapping[str, str], run: Callable[..., object], *arg
     set_by_torch = {k: v for k, v in os.environ.items() if forkserver.ENVIRONMENT.get(k) != v}
     os.environ.clear()
     os.environ.update({**launcher, **set_by_torch})
+    # The server's weakref finalizers are the server's: it runs them when it stops. Run at this
+    # worker's exit, they would release what the server and its other workers still share (a
+    # temporary directory a declared import made), and torch's (its operator libraries') write to
+    # about 20 MiB of the heap the worker shares with the server, copying it into every worker.
+    _forget_finalizers()
     _work(run, args)
 
 
@@ -289,5 +294,10 @@ def _forget_launcher() -> None:
     # among them) are the launcher's: a worker runs those that it registers itself, as a worker
     # started afresh does.
     atexit._clear()
-    weakref.finalize._registry.clear()  # type: ignore[attr-defined]
+    _forget_finalizers()
     weakref.finalize._registered_with_atexit = False  # type: ignore[attr-defined]
+
+
+def _forget_finalizers() -> None:
+    """Drops the weakref finalizers this worker inherited, which its exit would run."""
+    weakref.finalize._registry.clear()  # type: ignore[attr-defined]

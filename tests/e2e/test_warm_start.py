@@ -75,6 +75,17 @@ def test_forked_workers_run_the_main_as_main_with_a_workers_state(probe_dir, run
     assert sorted(p.name for p in probe_dir.glob("exit*")) == ["exit0", "exit1"]
 
 
+def test_what_the_forkservers_imports_made_outlives_each_workers_exit(probe_dir, run_id):
+    done = probe(probe_dir, run_id, "forkserver", scratch=1)
+    assert done.returncode == 0, done.stdout
+    ranks = reports(probe_dir)
+    # One directory, made by the server's import of the main's declared import, for both ranks.
+    assert ranks[0]["scratch"] == ranks[1]["scratch"], ranks
+    # Its finalizer is the server's: rank 0's exit leaves it to rank 1 (and it runs in the server).
+    assert ranks[1]["scratch_kept"], ranks
+    assert not Path(ranks[1]["scratch"]).exists()
+
+
 def test_a_bad_input_found_after_the_forkserver_started_leaves_nothing_running(probe_dir, run_id):
     # The launcher starts the forkserver before it imports torch, then checks torchrun's flags.
     settings = {"PET_START_METHOD": "forkserver", "PET_LOG_DIR": "/proc/py_distributed"}

@@ -7,7 +7,8 @@ argv, __name__ and environment: its markers, the variable a launch sets for its 
 it runs them, and torchrun's PET_START_METHOD, which the launcher keeps from its workers. It
 registers an exit handler that writes $PROBE_DIR/exit<N>, as a worker's own exit handlers must run.
 PROBE_EXIT=os_exit0 ends every rank with os._exit(0), as a main that dodges interpreter teardown
-does.
+does. PROBE_SCRATCH=1 has rank 1 report whether the temporary directory that a top-level import
+made (tests/e2e/warm_probe_scratch.py) is still there after rank 0's exit handlers have run.
 """
 
 import atexit
@@ -18,10 +19,12 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 
 import torch
 import torch.distributed as dist
 
+import tests.e2e.warm_probe_scratch as scratch
 from py_distributed import is_distributed_worker
 
 
@@ -53,12 +56,27 @@ def main() -> None:
         "workers_dir": "PY_DISTRIBUTED_WORKERS_DIR" in os.environ,
         "frozen_objects": gc.get_freeze_count(),
         "pet_start_method": os.environ.get("PET_START_METHOD"),
+        "scratch": scratch.SCRATCH.name,
     }
+    if rank == 1 and os.environ.get("PROBE_SCRATCH"):
+        report["scratch_kept"] = _kept_after_exit_of_rank0(scratch.SCRATCH.name)
     atexit.register(write, os.path.join(probe_dir, f"exit{rank}"), {"rank": rank})
     write(os.path.join(probe_dir, f"rank{rank}.json"), report)
     dist.destroy_process_group()
     if os.environ.get("PROBE_EXIT") == "os_exit0":
         os._exit(0)
+
+
+def _kept_after_exit_of_rank0(directory: str) -> bool:
+    """Whether `directory` is still there once rank 0 has run its exit handlers: rank 0's own, which
+    write exit0, then the finalizers (those that a worker inherited would run right after)."""
+    done = os.path.join(os.environ["PROBE_DIR"], "exit0")
+    while not os.path.exists(done):
+        time.sleep(0.01)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and os.path.isdir(directory):
+        time.sleep(0.01)
+    return os.path.isdir(directory)
 
 
 def write(path: str, report: dict[str, object]) -> None:

@@ -99,3 +99,26 @@ def test_loopback_rendezvous_listens_on_127_0_0_1_with_a_new_workers_store_each_
     assert (loopback.ADDRESS, second.master_port) in listening
     assert {address for address, _ in listening} == {loopback.ADDRESS}
     handler.shutdown()
+
+
+def test_a_first_loopback_round_skips_torchs_skew_of_many_nodes(monkeypatch):
+    from torch.distributed.elastic.rendezvous import dynamic_rendezvous
+
+    delays = []
+    monkeypatch.setattr(dynamic_rendezvous, "_delay", delays.append)
+    params = RendezvousParameters(
+        backend=loopback.BACKEND,
+        endpoint=f"{loopback.ADDRESS}:0",
+        run_id="unit-skew",
+        min_nodes=1,
+        max_nodes=1,
+        local_addr=loopback.ADDRESS,
+    )
+    handler = loopback._create_handler(params)
+    try:
+        assert handler.next_rendezvous().world_size == 1
+    finally:
+        handler.shutdown()
+    # torch waits a random 0 to 0.3 s, a range, before a first round; nothing else was skipped.
+    assert not [d for d in delays if isinstance(d, tuple)], delays
+    assert dynamic_rendezvous._delay == delays.append
