@@ -81,16 +81,21 @@ def resolved_run_id(launch):
     return next(f.split("=", 1)[1] for f in launch.argv if f.startswith("--rdzv-id="))
 
 
-def test_loopback_rendezvous_listens_on_127_0_0_1_with_a_new_workers_store_each_round():
+def loopback_handler(run_id):
+    """The standalone backend's handler, as torch elastic creates it for torchrun's flags."""
     params = RendezvousParameters(
         backend=loopback.BACKEND,
         endpoint=f"{loopback.ADDRESS}:0",
-        run_id="unit",
+        run_id=run_id,
         min_nodes=1,
         max_nodes=1,
         local_addr=loopback.ADDRESS,
     )
-    handler = loopback._create_handler(params)
+    return loopback._create_handler(params)
+
+
+def test_loopback_rendezvous_listens_on_127_0_0_1_with_a_new_workers_store_each_round():
+    handler = loopback_handler("unit")
     first = handler.next_rendezvous().bootstrap_store_info
     second = handler.next_rendezvous().bootstrap_store_info
     assert first.master_addr == second.master_addr == loopback.ADDRESS
@@ -106,15 +111,7 @@ def test_a_first_loopback_round_skips_torchs_skew_of_many_nodes(monkeypatch):
 
     delays = []
     monkeypatch.setattr(dynamic_rendezvous, "_delay", delays.append)
-    params = RendezvousParameters(
-        backend=loopback.BACKEND,
-        endpoint=f"{loopback.ADDRESS}:0",
-        run_id="unit-skew",
-        min_nodes=1,
-        max_nodes=1,
-        local_addr=loopback.ADDRESS,
-    )
-    handler = loopback._create_handler(params)
+    handler = loopback_handler("unit-skew")
     try:
         assert handler.next_rendezvous().world_size == 1
     finally:
