@@ -618,7 +618,7 @@ class Table:
         if self.missing:
             lines += ["Missing variants:", ""]
             lines += [f"- {name}: {why}" for name, why in self.missing.items()] + [""]
-        failed = [r for r in self.runs if not r.ok]
+        failed = [r for r in self.runs if not r.ok and r.variant not in self.missing]
         if failed:
             lines += [f"Failed runs ({len(failed)}, not in the medians):", ""]
             lines += [f"- {r.kind} {r.variant} N={r.nproc}: {r.problem}" for r in failed] + [""]

@@ -90,7 +90,10 @@ def _unskewed() -> Iterator[None]:
     nothing to skew, and the wait would be a tenth of a warm start. torch's one-second polls stay.
     """
     # The module's own name for rendezvous/utils.py's _delay, which it calls for both waits.
-    delay = dynamic_rendezvous._delay  # type: ignore[attr-defined]
+    delay = getattr(dynamic_rendezvous, "_delay", None)
+    if delay is None:  # a torch without it: its rendezvous as it is
+        yield
+        return
 
     def unskewed(seconds: float | tuple[float, float]) -> None:
         if not isinstance(seconds, tuple):  # a range is the skew

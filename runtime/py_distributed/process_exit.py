@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from typing import NoReturn
 
 from py_distributed.errors import exit_code_of_signal
@@ -37,3 +38,13 @@ def finish(code: int) -> int:
 def exit(code: int) -> NoReturn:
     """Ends this process with status `code` after `finish`, skipping the interpreter's teardown."""
     os._exit(finish(code))
+
+
+def forget_inherited() -> None:
+    """In a process just forked from another: drops the exit handlers and weakref finalizers that
+    it inherited, which are the other process's to run (its temporary directories' cleanup,
+    torch's operator libraries'), so that this one runs at its exit only those it registers
+    itself, as a process started afresh does."""
+    atexit._clear()
+    weakref.finalize._registry.clear()  # type: ignore[attr-defined]
+    weakref.finalize._registered_with_atexit = False  # type: ignore[attr-defined]

@@ -35,7 +35,6 @@ Where a method cannot apply, `chosen` says why in one line and workers start wit
 """
 
 import ast
-import atexit
 import contextlib
 import functools
 import gc
@@ -44,11 +43,10 @@ import multiprocessing.forkserver
 import os
 import pickle
 import sys
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from py_distributed import console, environment, worker
+from py_distributed import console, environment, process_exit, worker
 from py_distributed.entry import Environment, Work, WorkerEntry, python_path_env
 
 # For the launcher's own CUDA queries: torch.cuda.is_available() then counts devices through NVML
@@ -245,11 +243,6 @@ def _served_worker(launcher: Mapping[str, str], run: Callable[..., object], *arg
     set_by_torch = {k: v for k, v in os.environ.items() if forkserver.ENVIRONMENT.get(k) != v}
     os.environ.clear()
     os.environ.update({**launcher, **set_by_torch})
-    # The server's weakref finalizers are the server's: it runs them when it stops. Run at this
-    # worker's exit, they would release what the server and its other workers still share (a
-    # temporary directory a declared import made), and torch's (its operator libraries') write to
-    # about 20 MiB of the heap the worker shares with the server, copying it into every worker.
-    _forget_finalizers()
     _work(run, args)
 
 
@@ -290,14 +283,4 @@ def _forget_launcher() -> None:
 
     signals.forget_in_worker()
     console.forget_in_worker()
-    # The launcher's exit handlers and weakref finalizers (its temporary directories' cleanup
-    # among them) are the launcher's: a worker runs those that it registers itself, as a worker
-    # started afresh does.
-    atexit._clear()
-    _forget_finalizers()
-    weakref.finalize._registered_with_atexit = False  # type: ignore[attr-defined]
-
-
-def _forget_finalizers() -> None:
-    """Drops the weakref finalizers this worker inherited, which its exit would run."""
-    weakref.finalize._registry.clear()  # type: ignore[attr-defined]
+    process_exit.forget_inherited()

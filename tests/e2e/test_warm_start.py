@@ -79,11 +79,23 @@ def test_what_the_forkservers_imports_made_outlives_each_workers_exit(probe_dir,
     done = probe(probe_dir, run_id, "forkserver", scratch=1)
     assert done.returncode == 0, done.stdout
     ranks = reports(probe_dir)
-    # One directory, made by the server's import of the main's declared import, for both ranks.
+    # The same directories, made by the server's import of the main's declared import, for both.
     assert ranks[0]["scratch"] == ranks[1]["scratch"], ranks
-    # Its finalizer is the server's: rank 0's exit leaves it to rank 1 (and it runs in the server).
-    assert ranks[1]["scratch_kept"], ranks
-    assert not Path(ranks[1]["scratch"]).exists()
+    # Their finalizer and exit handler are the server's: rank 0's exit leaves them to rank 1, and
+    # the server runs them when it stops.
+    assert ranks[1]["scratch_kept"] == [True, True], ranks
+    assert not [d for d in ranks[1]["scratch"] if Path(d).exists()]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_process_removes_what_the_programs_top_level_made_in_it(training, method):
+    # The program's top level runs in the launcher and again in each forkserver worker, as the
+    # main module that multiprocessing imports there: each made a temporary directory of its own.
+    done, ranks = training(method)
+    assert done.returncode == 0, done.stdout
+    made = {r["scratch"] for r in ranks}
+    assert len(made) == (2 if method == "forkserver" else 1), ranks
+    assert not list(Path(next(iter(made))).parent.glob("warm_training-*")), ranks
 
 
 def test_a_bad_input_found_after_the_forkserver_started_leaves_nothing_running(probe_dir, run_id):

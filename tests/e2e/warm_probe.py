@@ -7,8 +7,8 @@ argv, __name__ and environment: its markers, the variable a launch sets for its 
 it runs them, and torchrun's PET_START_METHOD, which the launcher keeps from its workers. It
 registers an exit handler that writes $PROBE_DIR/exit<N>, as a worker's own exit handlers must run.
 PROBE_EXIT=os_exit0 ends every rank with os._exit(0), as a main that dodges interpreter teardown
-does. PROBE_SCRATCH=1 has rank 1 report whether the temporary directory that a top-level import
-made (tests/e2e/warm_probe_scratch.py) is still there after rank 0's exit handlers have run.
+does. PROBE_SCRATCH=1 has rank 1 report whether the temporary directories that a top-level import
+made (tests/e2e/warm_probe_scratch.py) are still there after rank 0's exit handlers have run.
 """
 
 import atexit
@@ -56,10 +56,10 @@ def main() -> None:
         "workers_dir": "PY_DISTRIBUTED_WORKERS_DIR" in os.environ,
         "frozen_objects": gc.get_freeze_count(),
         "pet_start_method": os.environ.get("PET_START_METHOD"),
-        "scratch": scratch.SCRATCH.name,
+        "scratch": [scratch.SCRATCH.name, scratch.AT_EXIT],
     }
     if rank == 1 and os.environ.get("PROBE_SCRATCH"):
-        report["scratch_kept"] = _kept_after_exit_of_rank0(scratch.SCRATCH.name)
+        report["scratch_kept"] = _kept_after_exit_of_rank0(report["scratch"])
     atexit.register(write, os.path.join(probe_dir, f"exit{rank}"), {"rank": rank})
     write(os.path.join(probe_dir, f"rank{rank}.json"), report)
     dist.destroy_process_group()
@@ -67,16 +67,17 @@ def main() -> None:
         os._exit(0)
 
 
-def _kept_after_exit_of_rank0(directory: str) -> bool:
-    """Whether `directory` is still there once rank 0 has run its exit handlers: rank 0's own, which
-    write exit0, then the finalizers (those that a worker inherited would run right after)."""
+def _kept_after_exit_of_rank0(directories: list[str]) -> list[bool]:
+    """Whether each of `directories` is still there once rank 0 has run its exit handlers: its own,
+    which write exit0, then those that it inherited, if any, right after."""
     done = os.path.join(os.environ["PROBE_DIR"], "exit0")
-    while not os.path.exists(done):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(done) and time.monotonic() < deadline:
         time.sleep(0.01)
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and os.path.isdir(directory):
+    while time.monotonic() < deadline and all(map(os.path.isdir, directories)):
         time.sleep(0.01)
-    return os.path.isdir(directory)
+    return [os.path.isdir(directory) for directory in directories]
 
 
 def write(path: str, report: dict[str, object]) -> None:

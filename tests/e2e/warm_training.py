@@ -4,18 +4,22 @@ Run as `python warm_training.py` with the runtime on PYTHONPATH. Each rank all-r
 writes $PROBE_DIR/rank<N>.json: whether it was forked, and what it inherited of CUDA. With
 PROBE_TOUCH_CUDA=1 the program marks CUDA initialised before it calls maybe_run_training, as far as
 a CPU build can (see touches_cuda.py); with PROBE_IMPORT_TOUCHES_CUDA=1 a module it imports at its
-top level does, when imported.
+top level does, when imported. Its top level makes a temporary directory in $PROBE_DIR, which each
+process that runs it must remove at its exit; each rank reports the one it sees.
 """
 
 import json
 import multiprocessing
 import os
+import tempfile
 
 import torch
 import torch.distributed as dist
 import touches_cuda  # noqa: F401  # PROBE_IMPORT_TOUCHES_CUDA
 
 from py_distributed import maybe_run_training
+
+SCRATCH = tempfile.TemporaryDirectory(prefix="warm_training-", dir=os.environ.get("PROBE_DIR"))
 
 
 def train(tag: str) -> None:
@@ -28,6 +32,7 @@ def train(tag: str) -> None:
         "tag": tag,
         "forked": multiprocessing.parent_process() is not None,
         "cuda_initialised": bool(torch.cuda._initialized),  # as in warm_probe.py
+        "scratch": SCRATCH.name,
     }
     path = os.path.join(os.environ["PROBE_DIR"], f"rank{report['rank']}.json")
     with open(path + ".tmp", "w", encoding="utf-8") as f:

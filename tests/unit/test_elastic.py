@@ -110,12 +110,27 @@ def test_a_first_loopback_round_skips_torchs_skew_of_many_nodes(monkeypatch):
     from torch.distributed.elastic.rendezvous import dynamic_rendezvous
 
     delays = []
-    monkeypatch.setattr(dynamic_rendezvous, "_delay", delays.append)
+
+    def delay(seconds):
+        delays.append(seconds)
+
+    monkeypatch.setattr(dynamic_rendezvous, "_delay", delay)
     handler = loopback_handler("unit-skew")
     try:
         assert handler.next_rendezvous().world_size == 1
     finally:
         handler.shutdown()
-    # torch waits a random 0 to 0.3 s, a range, before a first round; nothing else was skipped.
+    # torch waits a random 0 to 0.3 s, a range, before a first round.
     assert not [d for d in delays if isinstance(d, tuple)], delays
-    assert dynamic_rendezvous._delay == delays.append
+    assert dynamic_rendezvous._delay is delay
+
+
+def test_the_loopback_rendezvous_keeps_torchs_polls(monkeypatch):
+    from torch.distributed.elastic.rendezvous import dynamic_rendezvous
+
+    delays = []
+    monkeypatch.setattr(dynamic_rendezvous, "_delay", delays.append)
+    with loopback._unskewed():
+        dynamic_rendezvous._delay(seconds=(0, 0.3))
+        dynamic_rendezvous._delay(seconds=1)
+    assert delays == [1]
