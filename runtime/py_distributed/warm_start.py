@@ -20,7 +20,8 @@ arguments, or maybe_run_training's train_fn) and ends as every worker does (`wor
   module, which multiprocessing imports in each worker. The launcher starts it (`served`) before
   it imports torch itself, so that the two import torch at once, on two cores; each worker then
   takes the launcher's environment as it is when torch elastic starts the worker, as a forked
-  worker has it, from its function's arguments (`_EnvironmentAtStart`).
+  worker has it, from its function's arguments (`_EnvironmentAtStart`), and leaves the server's
+  exit handlers to the server (`py_distributed.forkserver`).
 
 The CUDA rule: no process that forks workers may have initialised CUDA (torch's "poison fork",
 torch/cuda/__init__.py; the CUDA driver does not survive fork). The launch pipeline never
