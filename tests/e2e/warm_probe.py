@@ -72,7 +72,9 @@ def _kept_after_exit_of_rank0(directories: list[str]) -> list[bool]:
     which write exit0, then those that it inherited, if any, right after."""
     done = os.path.join(os.environ["PROBE_DIR"], "exit0")
     deadline = time.monotonic() + 60
-    while not os.path.exists(done) and time.monotonic() < deadline:
+    while not os.path.exists(done):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rank 0 did not run its exit handlers within 60 s: no {done}")
         time.sleep(0.01)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and all(map(os.path.isdir, directories)):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 from procfs import listening_addresses
-from torch.distributed.elastic.rendezvous import RendezvousParameters
+from torch.distributed.elastic.rendezvous import RendezvousParameters, dynamic_rendezvous
 
 from py_distributed import config, elastic, loopback
 from py_distributed.cluster import single_machine
@@ -107,8 +107,6 @@ def test_loopback_rendezvous_listens_on_127_0_0_1_with_a_new_workers_store_each_
 
 
 def test_a_first_loopback_round_skips_torchs_skew_of_many_nodes(monkeypatch):
-    from torch.distributed.elastic.rendezvous import dynamic_rendezvous
-
     delays = []
 
     def delay(seconds):
@@ -126,8 +124,6 @@ def test_a_first_loopback_round_skips_torchs_skew_of_many_nodes(monkeypatch):
 
 
 def test_the_loopback_rendezvous_keeps_torchs_polls(monkeypatch):
-    from torch.distributed.elastic.rendezvous import dynamic_rendezvous
-
     delays = []
     monkeypatch.setattr(dynamic_rendezvous, "_delay", delays.append)
     with loopback._unskewed():
