@@ -3,7 +3,7 @@
 from py_distributed.binary import main
 
 # Guarded: multiprocessing's forkserver workers import the main module before they run
-# (py_distributed.warm_start), and must not launch the job again.
+# (py_distributed.launch.warm_start), and must not launch the job again.
 if __name__ == "__main__":
     main(
         target={target},

@@ -17,13 +17,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
-from py_distributed import launcher
+from py_distributed.launch import pipeline
+from py_distributed.launch.root_cause import Outcome
 
 _ATTEMPT = re.compile(r"attempt_(\d+)")
 
 
-def launch(job: launcher.Job) -> int:
-    """Runs `job` as a Bazel test and returns its exit status, as `launcher.launch` does.
+def launch(job: pipeline.Job) -> int:
+    """Runs `job` as a Bazel test and returns its exit status, as `pipeline.launch` does.
 
     Sets TMPDIR to TEST_TMPDIR for the rest of this process, which ends with the test, and so
     for its workers.
@@ -34,7 +35,7 @@ def launch(job: launcher.Job) -> int:
     xml_file = os.environ.get("XML_OUTPUT_FILE", "")
     started = time.monotonic()
 
-    def observe(outcome: launcher.Outcome) -> None:
+    def observe(outcome: Outcome) -> None:
         logs = rank_logs(outcome.log_dir)
         if outputs:
             copy_logs(logs, Path(outputs))
@@ -43,7 +44,7 @@ def launch(job: launcher.Job) -> int:
             suite = junit(job.name, outcome, last, time.monotonic() - started)
             ET.ElementTree(suite).write(xml_file, encoding="utf-8", xml_declaration=True)
 
-    return launcher.launch(job, observe=observe)
+    return pipeline.launch(job, observe=observe)
 
 
 # (attempt, local rank) -> {"stdout": path, "stderr": path}
@@ -75,7 +76,7 @@ def copy_logs(logs: RankLogs, outputs: Path) -> None:
 
 
 def junit(
-    name: str, outcome: launcher.Outcome, logs: Mapping[int, Mapping[str, Path]], seconds: float
+    name: str, outcome: Outcome, logs: Mapping[int, Mapping[str, Path]], seconds: float
 ) -> ET.Element:
     """A JUnit testsuite with one testcase per rank, each failed with its own error: the root
     cause's traceback, how each other failed rank ended, or why the job stopped."""

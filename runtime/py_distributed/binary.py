@@ -10,8 +10,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from py_distributed import process_exit, runfiles_env, worker
 from py_distributed.errors import exit_on_usage_error
+from py_distributed.launch import runfiles_env
+from py_distributed.worker import is_distributed_worker, process_exit
+from py_distributed.worker.run import run_main
 
 
 def main(
@@ -34,20 +36,21 @@ def main(
       shim: the generated main's own file.
       build_values: torchrun settings from BUILD, checked at build time; PET_* variables win.
       torchrun_args: further torchrun flags from BUILD.
-      worker_entry: "stub" or "pythonpath", see `py_distributed.entry`.
+      worker_entry: "stub" or "pythonpath", see `py_distributed.launch.entry`.
       test: whether the binary is a py_distributed_test, run by `bazel test`.
     """
     args = sys.argv[1:]
-    if worker.is_distributed_worker():
+    if is_distributed_worker():
         with exit_on_usage_error(target):
             script = runfiles_env.locate(main, os.environ, shim).anchor
-        worker.run_main(script, args)
+        run_main(script, args)
 
-    from py_distributed import bazel_test, entry, launcher
+    from py_distributed import bazel_test
+    from py_distributed.launch import entry, pipeline
 
     def workers_start() -> entry.WorkerEntry:
         runfiles = runfiles_env.locate(stub, os.environ, shim)
         return entry.for_binary(worker_entry, shim, main, runfiles)
 
-    job = launcher.Job(target, build_values, "BUILD", workers_start, args, torchrun_args)
-    process_exit.exit(bazel_test.launch(job) if test else launcher.launch(job))
+    job = pipeline.Job(target, build_values, "BUILD", workers_start, args, torchrun_args)
+    process_exit.exit(bazel_test.launch(job) if test else pipeline.launch(job))

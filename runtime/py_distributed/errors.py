@@ -4,17 +4,14 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
+from py_distributed.protocol import exit_code_of_signal
+
 # The exit code of a bad input found before any worker started, as argparse and torchrun use.
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """A bad input found before any worker started; its message is one line naming value and fix."""
-
-
-def exit_code_of_signal(signum: int) -> int:
-    """The shell's convention for a process ended by a signal."""
-    return 128 + signum
 
 
 def exit_code_of_worker(exitcode: int) -> int:

@@ -19,9 +19,11 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from py_distributed import entry, launcher, runfiles_env, worker
 from py_distributed.cluster import Cluster, machine_from_env
 from py_distributed.errors import UsageError, exit_on_usage_error
+from py_distributed.launch import entry, pipeline, runfiles_env
+from py_distributed.worker import is_distributed_worker
+from py_distributed.worker.run import run
 
 # The launcher's training_kwargs, pickled, for its workers: the seed's kwargs travelled as
 # `--key=value` arguments and arrived as strings, or not at all.
@@ -67,16 +69,16 @@ def maybe_run_training(
     torch 2.13 with gloo aborts about once in ten runs. In the launcher it returns once every
     worker has succeeded, and otherwise exits with the job's status: the failed rank's exit code,
     128+N for signal N, 2 for a bad input (found before any worker starts). Workers forked by the
-    fork or forkserver start method (PET_START_METHOD, py_distributed.warm_start) call train_fn
+    fork or forkserver start method (PET_START_METHOD, launch.warm_start) call train_fn
     without running the program again: call this under `if __name__ == "__main__":`.
     """
-    if worker.is_distributed_worker():
+    if is_distributed_worker():
 
         def train() -> object:
             received = _received_kwargs(os.environ)
             return train_fn(**(training_kwargs if received is None else received))
 
-        worker.run(train)
+        run(train)
 
     name = os.path.basename(sys.argv[0]) if module_name == "__main__" else module_name
     with exit_on_usage_error(name):
@@ -94,7 +96,7 @@ def maybe_run_training(
                 " fix the description, or drop is_chief"
             )
         payload = _pickled(training_kwargs)
-    job = launcher.Job(
+    job = pipeline.Job(
         name,
         _explicit(nproc_per_node, num_nodes, cluster),
         _SOURCE,
@@ -103,7 +105,7 @@ def maybe_run_training(
         environment={KWARGS_ENV: payload},
         cluster=cluster,
     )
-    status = launcher.launch(job)
+    status = pipeline.launch(job)
     if status:
         sys.exit(status)
 

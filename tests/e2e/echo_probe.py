@@ -7,7 +7,7 @@ its port to $PROBE_DIR/port<N>; the others connect and block in a read, as gloo'
 collective: when it dies, the kernel closes their connections and they fail a moment later with
 "Connection closed by peer", the echo that torch elastic's whole-second order mistakes for a cause.
 As gloo's, the connections live until the process ends, and the worker ends as every
-py_distributed worker does (`py_distributed.worker.run`).
+py_distributed worker does (`py_distributed.worker.run.run`).
 """
 
 import os
@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from py_distributed import worker
+from py_distributed.worker.run import run
 
 # Open until the process ends, as a process group's sockets are.
 _CONNECTIONS: list[socket.socket] = []
@@ -59,4 +59,4 @@ def fail(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    worker.run(main)
+    run(main)

@@ -10,9 +10,9 @@ import re
 import pytest
 from bazel_harness import run, scratch_workspace
 
-from py_distributed import config
 from py_distributed.cluster import single_machine
 from py_distributed.errors import UsageError
+from py_distributed.settings import config
 
 # (attribute, as written in BUILD, the PET_* value meaning the same, the fix if it is refused)
 CASES = [

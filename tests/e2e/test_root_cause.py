@@ -24,8 +24,8 @@ import pytest
 from bazel_harness import BIN, ROOT, run, wait_for
 from procfs import processes_with_env
 
-from py_distributed import launcher
-from py_distributed.entry import InterpreterEntry
+from py_distributed.launch import pipeline
+from py_distributed.launch.entry import InterpreterEntry
 
 STUB = BIN / "tests/e2e/root_cause"
 ECHO_PROBE = Path(__file__).with_name("echo_probe.py")
@@ -35,7 +35,7 @@ CONCURRENCY = 3  # launches at a time: 12 processes importing torch on a 2-core 
 # What a loaded 2-core machine may add to a bound: torch notices within its monitor interval, the
 # launcher then reports and exits. torch's own 30 s grace would overshoot it.
 MARGIN = 10
-SHUTDOWN_TIMEOUT_DEFAULT = 5  # py_distributed.failures.SHUTDOWN_TIMEOUT_DEFAULT
+SHUTDOWN_TIMEOUT_DEFAULT = 5  # py_distributed.launch.shutdown.SHUTDOWN_TIMEOUT_DEFAULT
 ROOT_CAUSE = re.compile(r": root cause: rank (\d+) ")
 
 
@@ -125,8 +125,8 @@ def test_first_failed_rank_is_the_root_cause_and_its_code_the_jobs(
             probe_dir = tmp_path / f"run{i}"
             probe_dir.mkdir()
             patch.setenv("PROBE_DIR", str(probe_dir))
-            job = launcher.Job("echo", settings, "test", echo_probe)
-            status = launcher.launch(job)
+            job = pipeline.Job("echo", settings, "test", echo_probe)
+            status = pipeline.launch(job)
             out = capfd.readouterr().err
             found = ROOT_CAUSE.search(out)
             if (status, int(found[1]) if found else None) != (code, rank):

@@ -13,9 +13,10 @@ from k8s_controllers import (
 )
 from kubernetes.client import ApiClient
 
-from py_distributed import config, grammar, node_address
+from py_distributed import grammar
 from py_distributed.cluster import DEFAULT_PORT, machine_from_env
 from py_distributed.errors import EXIT_USAGE, UsageError
+from py_distributed.settings import config, node_address
 from py_distributed.submit import kubernetes
 
 # Every pod's IP in these tests: node_address checks that this machine holds it.

@@ -54,6 +54,6 @@ def test_runtime_builds_as_a_typed_wheel(tmp_path):
         names = set(archive.namelist())
     assert {
         "py_distributed/py.typed",
-        "py_distributed/launcher.py",
-        "py_distributed/worker.py",
+        "py_distributed/launch/pipeline.py",
+        "py_distributed/worker/run.py",
     } <= names

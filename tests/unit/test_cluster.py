@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from py_distributed import config
 from py_distributed.cluster import expand_hostlist, machine_from_env
 from py_distributed.errors import UsageError
+from py_distributed.settings import config
 
 CLUSTER = {"chief": ["c.example:2222"], "worker": ["w0.example:2222", "w1.example:2222"]}
 

@@ -3,9 +3,9 @@ value's grammar, and the single-node decision."""
 
 import pytest
 
-from py_distributed import config
 from py_distributed.cluster import Cluster, single_machine
 from py_distributed.errors import UsageError, exit_code_of_worker
+from py_distributed.settings import config
 
 BUILD = {"nproc_per_node": "2", "nnodes": "1", "max_restarts": "0", "rdzv_backend": "c10d"}
 

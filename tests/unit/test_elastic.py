@@ -6,10 +6,11 @@ import pytest
 from procfs import listening_addresses
 from torch.distributed.elastic.rendezvous import RendezvousParameters, dynamic_rendezvous
 
-from py_distributed import config, elastic, loopback
 from py_distributed.cluster import single_machine
-from py_distributed.entry import StubEntry
 from py_distributed.errors import UsageError
+from py_distributed.launch import loopback, torchrun
+from py_distributed.launch.entry import StubEntry
+from py_distributed.settings import config
 
 BUILD = {"nproc_per_node": "2"}
 ENTRY = StubEntry("/bin/true", {})
@@ -17,7 +18,7 @@ ENTRY = StubEntry("/bin/true", {})
 
 def prepare(environ, torchrun_args=()):
     resolved = config.resolve(BUILD, "BUILD", torchrun_args, environ, single_machine())
-    return elastic.prepare(resolved, ENTRY, ["--", "a"], {}, name="unit", scratch="/tmp/unit")
+    return torchrun.prepare(resolved, ENTRY, ["--", "a"], {}, name="unit", scratch="/tmp/unit")
 
 
 def test_user_arguments_are_passed_untouched_even_a_leading_double_dash():

@@ -6,17 +6,18 @@ import sys
 import pytest
 import torch
 
-from py_distributed import launcher, worker
-from py_distributed.entry import InterpreterEntry
 from py_distributed.errors import EXIT_USAGE
+from py_distributed.launch import pipeline
+from py_distributed.launch.entry import InterpreterEntry
+from py_distributed.protocol import RUN_ID_ENV
 
 
-def job(tmp_path, body: str, **explicit: str) -> launcher.Job:
+def job(tmp_path, body: str, **explicit: str) -> pipeline.Job:
     """A job whose workers run `body` as a plain script with the bare interpreter."""
     script = tmp_path / "worker.py"
     script.write_text(body, encoding="utf-8")
     settings = {"nproc_per_node": "2", **explicit}
-    return launcher.Job(
+    return pipeline.Job(
         "unit-job", settings, "test", lambda: InterpreterEntry((str(script),), {}), ["x"]
     )
 
@@ -28,7 +29,7 @@ def test_launch_returns_the_jobs_status_and_leaves_os_environ_exactly_as_it_was(
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torchrun would write it
     monkeypatch.setenv("PET_STANDALONE", "1")  # the launcher owns it: ignored, not removed
     before = dict(os.environ)
-    assert launcher.launch(job(tmp_path, body)) == status
+    assert pipeline.launch(job(tmp_path, body)) == status
     assert dict(os.environ) == before
 
 
@@ -41,7 +42,7 @@ def test_workers_get_the_markers_and_the_jobs_environment(tmp_path):
         ")) + repr(sys.argv[1:]))\n"
     )
     base = job(tmp_path, body)
-    assert launcher.launch(launcher.Job(**{**vars(base), "environment": {"EXTRA": "1"}})) == 0
+    assert pipeline.launch(pipeline.Job(**{**vars(base), "environment": {"EXTRA": "1"}})) == 0
     seen = (tmp_path / "seen0").read_text()
     assert f"('PY_DISTRIBUTED_LAUNCHER_PID', '{os.getpid()}')" in seen
     assert "PY_DISTRIBUTED_RUN_ID" in seen and seen.endswith("['x']")
@@ -49,7 +50,7 @@ def test_workers_get_the_markers_and_the_jobs_environment(tmp_path):
 
 def test_a_bad_value_is_exit_usage_with_one_line_and_os_environ_kept(tmp_path, capfd):
     before = dict(os.environ)
-    assert launcher.launch(job(tmp_path, "pass", nproc_per_node="0")) == EXIT_USAGE
+    assert pipeline.launch(job(tmp_path, "pass", nproc_per_node="0")) == EXIT_USAGE
     assert dict(os.environ) == before
     err = capfd.readouterr().err
     assert (
@@ -65,14 +66,14 @@ def test_a_broken_torch_is_not_called_bad_input(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", broken)
     before = dict(os.environ)
     with pytest.raises(RuntimeError, match="CUDA driver initialization failed"):
-        launcher.launch(job(tmp_path, "pass", nproc_per_node="gpu"))
+        pipeline.launch(job(tmp_path, "pass", nproc_per_node="gpu"))
     assert dict(os.environ) == before
 
 
 def test_a_worker_of_another_launch_refuses_to_launch(tmp_path, monkeypatch):
-    monkeypatch.setenv(worker.RUN_ID_ENV, "ours")
+    monkeypatch.setenv(RUN_ID_ENV, "ours")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "theirs")
-    assert launcher.launch(job(tmp_path, "pass")) == EXIT_USAGE
+    assert pipeline.launch(job(tmp_path, "pass")) == EXIT_USAGE
 
 
 assert sys.platform.startswith("linux")

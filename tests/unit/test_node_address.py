@@ -6,9 +6,9 @@ import socket
 import psutil
 import pytest
 
-from py_distributed import config, node_address
 from py_distributed.cluster import machine_from_env
 from py_distributed.errors import UsageError
+from py_distributed.settings import config, node_address
 
 ONE = machine_from_env({})
 

@@ -6,10 +6,12 @@ import os
 import psutil
 import pytest
 
-from py_distributed import config, elastic, launcher, warm_start
+import py_distributed
 from py_distributed.cluster import single_machine
-from py_distributed.entry import InterpreterEntry, Work, run_script
 from py_distributed.errors import EXIT_USAGE
+from py_distributed.launch import pipeline, torchrun, warm_start
+from py_distributed.launch.entry import InterpreterEntry, Work, run_script
+from py_distributed.settings import config
 
 PROGRAM = os.path.abspath(__file__)
 SPAWNED = InterpreterEntry((PROGRAM,), {"RUNFILES_DIR": "/runfiles"}, Work(PROGRAM, run_script))
@@ -30,7 +32,8 @@ def test_a_warm_start_runs_the_program_in_torchruns_words(method):
 def test_the_forkserver_finds_the_programs_modules_on_the_launchers_path():
     entry = warm_start.chosen("forkserver", SPAWNED, name="unit")
     python_path = str(entry.environment()["PYTHONPATH"]).split(os.pathsep)
-    assert os.path.dirname(warm_start.__file__).rpartition(os.sep)[0] in python_path
+    runtime = os.path.dirname(os.path.dirname(py_distributed.__file__))  # where it is imported from
+    assert runtime in python_path
 
 
 @pytest.mark.parametrize(
@@ -55,7 +58,7 @@ def test_prepare_hands_torch_elastic_the_warm_function_and_the_program():
         {"nproc_per_node": "2", "start_method": "fork"}, "BUILD", (), {}, single_machine()
     )
     entry = warm_start.chosen("fork", SPAWNED, name="unit")
-    launch = elastic.prepare(resolved, entry, ["--", "a"], {}, name="unit", scratch="/tmp/unit")
+    launch = torchrun.prepare(resolved, entry, ["--", "a"], {}, name="unit", scratch="/tmp/unit")
     assert launch.config.start_method == "fork"
     assert launch.entrypoint_args == [PROGRAM, "--", "a"]
     assert callable(launch.entrypoint) and launch.entrypoint.__name__ == "_forked_worker"
@@ -92,7 +95,7 @@ def test_a_launch_stops_the_forkserver_it_started_also_after_a_bad_input(tmp_pat
 
     # Bad only for torchrun's own checks, which run once the server has started.
     (tmp_path / "file").write_text("not a directory")
-    job = launcher.Job(
+    job = pipeline.Job(
         "unit",
         {"nproc_per_node": "2", "start_method": "forkserver"},
         "BUILD",
@@ -101,6 +104,6 @@ def test_a_launch_stops_the_forkserver_it_started_also_after_a_bad_input(tmp_pat
     )
     assert forkservers() == []
     during: list[list[psutil.Process]] = []
-    assert launcher.launch(job, observe=lambda _: during.append(forkservers())) == EXIT_USAGE
+    assert pipeline.launch(job, observe=lambda _: during.append(forkservers())) == EXIT_USAGE
     assert len(during) == 1 and len(during[0]) == 1, "one server runs while the launch does"
     assert forkservers() == []

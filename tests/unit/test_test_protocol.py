@@ -2,8 +2,8 @@
 
 import xml.etree.ElementTree as ET
 
-from py_distributed import bazel_test, launcher
-from py_distributed.failures import Failure
+from py_distributed import bazel_test
+from py_distributed.launch.root_cause import Failure, Outcome
 
 
 def torch_logs(root, attempts=1, ranks=2):
@@ -58,7 +58,7 @@ def verdicts(suite: ET.Element) -> dict[str, str | None]:
 
 def test_every_rank_passes_with_its_own_output(tmp_path):
     logs = {r: files for (_, r), files in bazel_test.rank_logs(str(torch_logs(tmp_path))).items()}
-    suite = bazel_test.junit("//t:t", launcher.Outcome(0, 2), logs, 1.5)
+    suite = bazel_test.junit("//t:t", Outcome(0, 2), logs, 1.5)
     assert verdicts(suite) == {"rank 0": None, "rank 1": None}
     assert (suite.get("tests"), suite.get("failures")) == ("2", "0")
     rank1 = suite.findall("testcase")[1]
@@ -71,7 +71,7 @@ def test_each_failed_rank_carries_its_error_and_the_root_cause_is_marked():
         failure(2, 1, "Traceback ...\nAssertionError: 2 != -1", "AssertionError: 2 != -1"),
         failure(0, -15),
     ]
-    suite = bazel_test.junit("//t:t", launcher.Outcome(1, 3, failed), {}, 1.0)
+    suite = bazel_test.junit("//t:t", Outcome(1, 3, failed), {}, 1.0)
     assert verdicts(suite) == {
         "rank 0": "rank 0 was killed by SIGTERM",
         "rank 1": "stopped with the job (exit 1); see the test log",
@@ -83,5 +83,5 @@ def test_each_failed_rank_carries_its_error_and_the_root_cause_is_marked():
 
 
 def test_a_bad_input_is_one_failed_testcase():
-    suite = bazel_test.junit("//t:t", launcher.Outcome(2), {}, 0.1)
+    suite = bazel_test.junit("//t:t", Outcome(2), {}, 0.1)
     assert verdicts(suite) == {"launch": "no rank started (exit 2)"}

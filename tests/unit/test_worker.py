@@ -9,8 +9,9 @@ import textwrap
 import pytest
 
 import py_distributed
-from py_distributed.launcher import is_foreign_worker
-from py_distributed.worker import RUN_ID_ENV, is_distributed_worker
+from py_distributed.launch.pipeline import is_foreign_worker
+from py_distributed.protocol import RUN_ID_ENV
+from py_distributed.worker import is_distributed_worker
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,7 @@ def run_worker(tmp_path, body: str, *args: str, env=None) -> subprocess.Complete
     script = tmp_path / "user_main.py"
     script.write_text(textwrap.dedent(body), encoding="utf-8")
     runner = (
-        f"from py_distributed.worker import run_main; run_main({str(script)!r}, {list(args)!r})"
+        f"from py_distributed.worker.run import run_main; run_main({str(script)!r}, {list(args)!r})"
     )
     return subprocess.run(
         [sys.executable, "-c", runner],

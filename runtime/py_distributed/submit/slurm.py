@@ -31,15 +31,12 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import NoReturn, TextIO
 
-from py_distributed import config, grammar
+from py_distributed import grammar
 from py_distributed.cluster import Cluster, slurm
-from py_distributed.errors import (
-    EXIT_USAGE,
-    UsageError,
-    exit_code_of_signal,
-    exit_on_usage_error,
-)
-from py_distributed.runfiles_env import enclosing_runfiles_dir
+from py_distributed.errors import EXIT_USAGE, UsageError, exit_on_usage_error
+from py_distributed.launch.runfiles_env import enclosing_runfiles_dir
+from py_distributed.protocol import exit_code_of_signal
+from py_distributed.settings import config
 from py_distributed.submit import shared_fs
 
 # SLURM sends SIGUSR1 this long before the time limit (`--signal=USR1@120`) to every process of the

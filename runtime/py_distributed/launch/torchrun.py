@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import torch
-from torch.distributed import run as torchrun
+from torch.distributed import run as torch_run
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.elastic.rendezvous import (
@@ -23,12 +23,15 @@ from torch.distributed.elastic.rendezvous import (
 )
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from py_distributed import console, environment, failures, loopback, signals, warm_start
-from py_distributed.config import TorchrunConfig
-from py_distributed.entry import WorkerEntry
-from py_distributed.errors import UsageError, exit_code_of_signal, exit_code_of_worker
-from py_distributed.launcher import Outcome
-from py_distributed.node_address import IFNAME_VARIABLES
+from py_distributed.errors import UsageError, exit_code_of_worker
+from py_distributed.launch import console, environment, failures, loopback, shutdown, signals
+from py_distributed.launch.entry import WorkerEntry
+from py_distributed.launch.root_cause import Failure, Outcome, report
+from py_distributed.launch.warm_start import CUDA_CHECK_WITHOUT_INIT
+from py_distributed.launch.workers import Workers
+from py_distributed.protocol import WORKERS_DIR_ENV, exit_code_of_signal
+from py_distributed.settings.config import TorchrunConfig
+from py_distributed.settings.node_address import IFNAME_VARIABLES
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,10 @@ def torchrun_argv(config: TorchrunConfig) -> list[str]:
         flags.append(f"--local-addr={local_addr}")
     if config.node_rank is not None:
         flags.append(f"--node-rank={config.node_rank}")
-    if not failures.SHUTDOWN_TIMEOUT_VARIABLES & os.environ.keys():
+    if not shutdown.SHUTDOWN_TIMEOUT_VARIABLES & os.environ.keys():
         # Short for interactive use; the user's variable, or their --shutdown-timeout later on the
-        # line, wins. One knob for both ways a job stops: a signal, a failed worker (ExitClock).
-        flags.append(f"--shutdown-timeout={failures.SHUTDOWN_TIMEOUT_DEFAULT}")
+        # line, wins. One knob for both ways a job stops: a signal, a failed worker (`shutdown`).
+        flags.append(f"--shutdown-timeout={shutdown.SHUTDOWN_TIMEOUT_DEFAULT}")
     return flags + list(config.torchrun_args)
 
 
@@ -118,13 +121,13 @@ def prepare(
 
     argv = torchrun_argv(config)
     with environment.restored():  # torch's CUDA checks here must not initialise CUDA (warm_start)
-        environment.apply(warm_start.CUDA_CHECK_WITHOUT_INIT)
+        environment.apply(CUDA_CHECK_WITHOUT_INIT)
         # Counted once, through NVML as torch's own counts below.
         cuda = torch.cuda.device_count()
         try:
             with environment.restored():  # the parser reads PET_* variables, some with int()
                 environment.apply(dict.fromkeys(_OWNED_PET_VARIABLES))
-                parser = torchrun.get_args_parser()
+                parser = torch_run.get_args_parser()
             parser.allow_abbrev = False  # "--stand" must not pass for --standalone
             parser.error = usage_error  # type: ignore[method-assign]
             # The user's arguments are not parsed: argparse would drop a leading "--" from them.
@@ -139,13 +142,13 @@ def prepare(
             teed = parsed.tee == parsed.redirects == "0"
             if teed:  # every worker line to the console, with its rank (torchrun's --tee=3)
                 parsed.tee, parsed.log_dir = "3", parsed.log_dir or os.path.join(scratch, "logs")
-            local_workers = torchrun.determine_local_world_size(parsed.nproc_per_node)
+            local_workers = torch_run.determine_local_world_size(parsed.nproc_per_node)
             threads = os.environ.get("OMP_NUM_THREADS") or ""
             with environment.captured() as written_by_torch:
                 if not threads:  # torchrun would set 1 and warn in four lines
                     threads = str(max(1, console.cpus() // local_workers))
                     environment.apply({"OMP_NUM_THREADS": threads})
-                launch_config, entrypoint, entrypoint_args = torchrun.config_from_args(parsed)
+                launch_config, entrypoint, entrypoint_args = torch_run.config_from_args(parsed)
         except ValueError as error:  # torchrun's own checks of its flags and PET_* variables
             raise UsageError(f"torchrun: {error}") from None
     if console.PREFIX_TEMPLATE_ENV not in os.environ:
@@ -213,24 +216,25 @@ def run(launch: Launch, *, name: str) -> Outcome:
     print(launch.banner, file=sys.stderr, flush=True)
     if console.verbose(os.environ):
         print(console.command_line(name, launch.argv), file=sys.stderr, flush=True)
-    environment.apply(launch.environment)
-    clock = failures.ExitClock(name, launch.config.shutdown_timeout)
     kept = launch.config.logs_specs.root_log_dir if launch.config.logs_specs else ""
 
-    def outcome(exit_code: int, failed: Sequence[failures.Failure] = ()) -> Outcome:
+    def outcome(exit_code: int, failed: Sequence[Failure] = ()) -> Outcome:
         return Outcome(exit_code, launch.local_workers, failed, kept)
 
+    workers = Workers()
+    environment.apply({**launch.environment, WORKERS_DIR_ENV: workers.directory})
     try:
         with (
-            clock,
-            signals.handled(launch.config, name=name) as config,
+            workers,
+            shutdown.bounded(workers, launch.config.shutdown_timeout, name=name),
+            signals.handled(launch.config, workers, name=name) as config,
             console.torch_elastic_log(os.environ),
         ):
             elastic_launch(config, launch.entrypoint)(*launch.entrypoint_args)
     except ChildFailedError as failed:
         # The one place a worker's failure is shown: the first to end is the root cause.
-        ordered = failures.in_order(failed, clock)
-        print(failures.report(name, ordered), file=sys.stderr)
+        ordered = failures.collected(failed, workers)
+        print(report(name, ordered), file=sys.stderr)
         return outcome(exit_code_of_worker(ordered[0].exitcode), ordered)
     except RendezvousError as error:
         print(f"{name}: error: {_rendezvous_failure(launch.config, error)}", file=sys.stderr)

@@ -1,15 +1,14 @@
-"""What multiprocessing's forkserver imports first (`py_distributed.warm_start`): the server dies
-with the launcher, ends at once when the launcher stops it, keeps its own environment, which
-tells a worker forked from it which variables torch elastic has set, and keeps its exit handlers
-to itself.
+"""What multiprocessing's forkserver imports first (`launch.warm_start`): the server dies with the
+launcher, ends at once when the launcher stops it, keeps its own environment, which tells a worker
+forked from it which variables torch elastic has set, and keeps its exit handlers to itself.
 
-Its children, the workers, die with the server (`worker.die_with_launcher`), but the server itself
-would outlive a SIGKILLed launcher: it exits once every holder of its "alive" pipe has, and the
+Its children, the workers, die with the server (`die_with_launcher`), but the server itself would
+outlive a SIGKILLed launcher: it exits once every holder of its "alive" pipe has, and the
 workers hold that pipe too, so neither would ever end.
 
 The launcher stops the server when its launch ends, and waits for it. The server then raises
 SystemExit, and its interpreter's teardown, with torch imported, would keep the launcher waiting
-about a second (`py_distributed.process_exit`): the last exit handler, this one, the first
+about a second (`py_distributed.worker.process_exit`): the last exit handler, this one, the first
 registered, skips it; the server has nothing to flush.
 
 The server's exit handlers and weakref finalizers are its own, registered by what it imported for
@@ -24,7 +23,8 @@ that it registers itself.
 import atexit
 import os
 
-from py_distributed import process_exit, worker
+from py_distributed.worker import process_exit
+from py_distributed.worker.run import die_with_launcher
 
 _SERVER = os.getpid()
 # The server's environment, which each worker forked from it starts with.
@@ -41,6 +41,6 @@ def _forget_server() -> None:
         process_exit.forget_inherited()
 
 
-worker.die_with_launcher()
+die_with_launcher()
 atexit.register(_skip_teardown)
 os.register_at_fork(after_in_child=_forget_server)

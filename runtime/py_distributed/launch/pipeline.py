@@ -14,16 +14,14 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from py_distributed import config, environment, node_address, warm_start
 from py_distributed.cluster import Cluster, machine_from_env
-from py_distributed.entry import WorkerEntry
 from py_distributed.errors import EXIT_USAGE, UsageError, print_usage_error
-from py_distributed.worker import LAUNCHER_PID_ENV, RUN_ID_ENV
-
-if TYPE_CHECKING:  # the pipeline imports torch only once the cheap checks have passed
-    from py_distributed.failures import Failure
+from py_distributed.launch import environment, warm_start
+from py_distributed.launch.entry import WorkerEntry
+from py_distributed.launch.root_cause import Outcome
+from py_distributed.protocol import LAUNCHER_PID_ENV, RUN_ID_ENV
+from py_distributed.settings import config, node_address
 
 
 @dataclass(frozen=True)
@@ -38,18 +36,6 @@ class Job:
     torchrun_args: Sequence[str] = ()
     environment: Mapping[str, str] = field(default_factory=dict)  # more for the workers
     cluster: Cluster | None = None  # None: read from the environment
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a launch ended, for a caller that reports more than the exit status (a Bazel test)."""
-
-    exit_code: int
-    local_workers: int = 0  # 0: none started (a bad input)
-    failures: Sequence["Failure"] = ()  # this node's failed workers, the root cause first
-    # torchrun's log directory: <log_dir>/<run id>_*/attempt_<n>/<local rank>/std{out,err}.log,
-    # readable only until `observe` returns; "" where the workers' output was not kept.
-    log_dir: str = ""
 
 
 def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int:
@@ -72,10 +58,10 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
             method = torchrun_config.start_method
             entry = warm_start.chosen(method, job.worker_entry(), name=job.name)
             stack.enter_context(warm_start.served(entry))  # before torch: both import it at once
-            from py_distributed import elastic
+            from py_distributed.launch import torchrun
 
             markers = {RUN_ID_ENV: torchrun_config.rdzv_id, LAUNCHER_PID_ENV: str(os.getpid())}
-            prepared = elastic.prepare(
+            prepared = torchrun.prepare(
                 torchrun_config,
                 entry,
                 job.args,
@@ -87,7 +73,7 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
             print_usage_error(job.name, error)
             observe(Outcome(EXIT_USAGE))
             return EXIT_USAGE
-        outcome = elastic.run(prepared, name=job.name)
+        outcome = torchrun.run(prepared, name=job.name)
         observe(outcome)
         return outcome.exit_code
 

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from py_distributed.config import TorchrunConfig
+from py_distributed.settings.config import TorchrunConfig
 
 # Set to 1 to see the torchrun command line the launcher runs and torch elastic's own log.
 VERBOSE_ENV = "PY_DISTRIBUTED_VERBOSE"

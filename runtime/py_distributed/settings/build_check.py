@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from py_distributed import config
 from py_distributed.errors import exit_on_usage_error
+from py_distributed.settings import config
 
 
 def main(argv: Sequence[str]) -> None:

@@ -1,84 +1,52 @@
-"""Worker mode: run the user's code (a torchrun-style main or a train_fn), exit with its status."""
+"""A worker's life: run the user's code (a torchrun-style main or a train_fn), tell the launcher
+about it (`protocol`), and exit with its status."""
 
-import contextlib
 import ctypes
 import faulthandler
-import json
 import os
+import runpy
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import NoReturn
 
-from py_distributed import entry, process_exit
-from py_distributed.errors import exit_code_of_signal
-
-# Set by the launcher for its workers, to the torchrun run id. torchrun gives every worker
-# TORCHELASTIC_RUN_ID, so a worker is a process whose two values agree. WORLD_SIZE/RANK alone prove
-# nothing: schedulers such as Kubeflow's PyTorchJob set them on the launcher's pod too.
-RUN_ID_ENV = "PY_DISTRIBUTED_RUN_ID"
-# The launcher's pid: torch elastic runs in the launcher, which starts every worker.
-LAUNCHER_PID_ENV = "PY_DISTRIBUTED_LAUNCHER_PID"
+from py_distributed.protocol import (
+    DUMP_SIGNAL,
+    LAUNCHER_PID_ENV,
+    WORKERS_DIR_ENV,
+    Record,
+    exit_code_of_signal,
+    read_record,
+    stacks_file,
+    write_record,
+)
+from py_distributed.worker import process_exit
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-# The signal on which a worker writes the Python stacks of all its threads into its file in
-# WORKERS_DIR_ENV, for the launcher to print when it is told to stop (`py_distributed.signals`).
-# It is the worker's constant because the worker must have it free: Linux leaves real-time signals
-# to applications (glibc keeps those below SIGRTMIN), no library of a training job that we know of
-# takes this one, and SIGUSR1/SIGUSR2 stay the user's, for preemption. Linux only (SIGRTMIN).
-DUMP_SIGNAL: int | None = signal.SIGRTMIN + 6 if sys.platform.startswith("linux") else None
-# Set by the launcher, to a directory of its own: each of its workers writes its `Record` there, in
-# `record_file(directory, pid)`, and its stacks, in `stacks_file(directory, pid)`.
-WORKERS_DIR_ENV = "PY_DISTRIBUTED_WORKERS_DIR"
 
 # os._exit as Python has it, before `run_forked` stands in for it.
 _os_exit = os._exit
 _forked = False  # `run_forked` is running: a success returns to torch
 
 
-@dataclass(frozen=True)
-class Record:
-    """What a worker tells its launcher about itself, for workers whose environment and exit status
-    the launcher cannot read: one forked from it has the launcher's environment in /proc (torch
-    sets the rank with putenv), one forked from multiprocessing's forkserver is not its child.
-    Written when the worker starts, and again with `status` when it ends through `run`."""
-
-    rank: str
-    local_rank: str
-    group_rank: str
-    attempt: str  # TORCHELASTIC_RESTART_COUNT
-    error_file: str  # TORCHELASTIC_ERROR_FILE, where torch's handler records an exception
-    forked: bool  # called by torch elastic's function entrypoint (`run_forked`)
-    status: int | None = None  # its exit code, once it has ended through the runtime
-
-
-def record_file(directory: str, pid: int) -> str:
-    """Where the worker with `pid` writes its `Record`, in the launcher's WORKERS_DIR_ENV."""
-    return os.path.join(directory, f"{pid}.json")
-
-
-def read_record(directory: str, pid: int) -> Record | None:
-    """The record of worker `pid`; None if it wrote none (yet), or it cannot be read."""
-    try:
-        with open(record_file(directory, pid), encoding="utf-8") as f:
-            return Record(**json.load(f))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def is_distributed_worker(environ: Mapping[str, str] = os.environ) -> bool:
-    """True in a worker that a py_distributed launcher started, False in the launcher itself."""
-    run_id = environ.get(RUN_ID_ENV, "")
-    return bool(run_id) and environ.get("TORCHELASTIC_RUN_ID") == run_id
-
-
 def run_main(path: str, args: Sequence[str]) -> NoReturn:
     """Runs the script at `path` as `torchrun path ARGS` would, and exits with its status."""
-    run(entry.script_main(path, args))
+    run(script_main(path, args))
+
+
+def script_main(path: str, args: Sequence[str]) -> Callable[[], object]:
+    """The script at `path` run as __main__ with `args`, as `torchrun path ARGS` runs it."""
+
+    def main() -> object:
+        sys.argv = [path, *args]
+        # A plain `python script.py` puts the script's directory first on sys.path.
+        sys.path.insert(0, os.path.dirname(path))
+        return runpy.run_path(path, run_name="__main__")
+
+    return main
 
 
 def run(work: Callable[[], object]) -> NoReturn:
@@ -96,7 +64,7 @@ class _Succeeded(BaseException):
 
 def run_forked(work: Callable[[], object]) -> None:
     """Runs `work` as `run` does, in a worker that torch elastic forked and called as a function
-    (py_distributed.warm_start), and returns when it succeeds.
+    (py_distributed.launch.warm_start), and returns when it succeeds.
 
     torch elastic learns of such a worker's success only from its return value, which its wrapper
     puts on a queue after the function returns (`_wrap`, MultiprocessContext._poll in
@@ -126,11 +94,6 @@ def run_forked(work: Callable[[], object]) -> None:
         _forked = False
 
 
-def stacks_file(directory: str, pid: int) -> str:
-    """Where the worker with `pid` writes its stacks, in the launcher's WORKERS_DIR_ENV."""
-    return os.path.join(directory, f"{pid}.stacks")
-
-
 def _announce() -> None:
     """Writes this worker's `Record`, without a status yet."""
     environ = os.environ
@@ -148,13 +111,8 @@ def _announce() -> None:
 
 def _write_record(record: Record) -> None:
     directory = os.environ.get(WORKERS_DIR_ENV, "")
-    if not directory:
-        return
-    path = record_file(directory, os.getpid())
-    with contextlib.suppress(OSError):  # the launcher then reads torch's view only
-        with open(f"{path}.partial", "w", encoding="utf-8") as f:
-            json.dump(asdict(record), f)
-        os.replace(f"{path}.partial", path)  # the launcher never reads half a record
+    if directory:
+        write_record(directory, os.getpid(), record)
 
 
 def _answer_stack_requests() -> None:
@@ -185,7 +143,7 @@ def die_with_launcher() -> None:
     torch elastic stops workers when the launcher is signalled, but a SIGKILLed launcher runs no
     handler, and its workers, in sessions of their own, would train on as orphans. A worker's
     parent is the launcher, or multiprocessing's forkserver, which dies with the launcher the same
-    way (py_distributed.forkserver).
+    way (py_distributed.launch.forkserver).
     """
     if not sys.platform.startswith("linux"):
         return
@@ -257,7 +215,7 @@ def _record(error: BaseException) -> None:
 
 
 def _exit(code: int) -> NoReturn:
-    """Finishes as the interpreter would, then skips its teardown (`py_distributed.process_exit`):
+    """Finishes as the interpreter would, then skips its teardown (`process_exit`):
     where torch 2.13 with gloo aborts about once in ten runs, after the work has finished."""
     _end(process_exit.finish(code))
 

@@ -2,12 +2,12 @@
 
 torchrun's `--start-method` (PET_START_METHOD at run time, the `start_method` attribute in BUILD)
 picks how torch elastic starts each worker; this module holds the two ways that fork, beside the
-`spawn` ones of `py_distributed.entry` (the default: each worker a new process that re-enters the
+`spawn` ones of `launch.entry` (the default: each worker a new process that re-enters the
 Bazel binary, or the bare interpreter with PYTHONPATH). Both go through torch elastic's own
 function entrypoint, as `torchrun --run-path` does: the launcher hands `elastic_launch` a function,
 and torch's MultiprocessContext starts the workers with torch.multiprocessing's start_processes.
 Each worker then runs the program's work (`Work`: the user's main as __main__ with its own
-arguments, or maybe_run_training's train_fn) and ends as every worker does (`worker.run_forked`).
+arguments, or maybe_run_training's train_fn) and ends as every worker does (`run_forked`).
 
 - `fork` (`ForkEntry`): each worker is forked from the launcher, which has imported torch once.
   The worker starts as a copy of the launcher: the launch's own signal handlers, exit handlers and
@@ -21,7 +21,7 @@ arguments, or maybe_run_training's train_fn) and ends as every worker does (`wor
   it imports torch itself, so that the two import torch at once, on two cores; each worker then
   takes the launcher's environment as it is when torch elastic starts the worker, as a forked
   worker has it, from its function's arguments (`_EnvironmentAtStart`), and leaves the server's
-  exit handlers to the server (`py_distributed.forkserver`).
+  exit handlers to the server (`py_distributed.launch.forkserver`).
 
 The CUDA rule: no process that forks workers may have initialised CUDA (torch's "poison fork",
 torch/cuda/__init__.py; the CUDA driver does not survive fork). The launch pipeline never
@@ -47,8 +47,10 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from py_distributed import console, environment, process_exit, worker
-from py_distributed.entry import Environment, Work, WorkerEntry, python_path_env
+from py_distributed.launch import console, environment
+from py_distributed.launch.entry import Environment, Work, WorkerEntry, python_path_env
+from py_distributed.worker import process_exit
+from py_distributed.worker.run import run_forked
 
 # For the launcher's own CUDA queries: torch.cuda.is_available() then counts devices through NVML
 # instead of the CUDA runtime, which would initialise the CUDA driver in the launcher.
@@ -56,7 +58,7 @@ CUDA_CHECK_WITHOUT_INIT: Mapping[str, str] = {"PYTORCH_NVML_BASED_CUDA_CHECK": "
 
 # What the forkserver imports before the program's own imports, in this order: the module that ties
 # the server's life to the launcher's first, then torch, then what unpickles the workers' function.
-_SERVER_IMPORTS = ("py_distributed.forkserver", "torch", "py_distributed.warm_start")
+_SERVER_IMPORTS = ("py_distributed.launch.forkserver", "torch", "py_distributed.launch.warm_start")
 
 
 @dataclass(frozen=True)
@@ -238,8 +240,8 @@ def _served_worker(launcher: Mapping[str, str], run: Callable[..., object], *arg
     """torch elastic's function entrypoint in a worker forked from the forkserver, a new
     interpreter with nothing of the launcher's to forget. Its environment becomes the launcher's,
     `launcher`, with the variables that torch elastic has just set for this worker on top: those
-    that differ from the server's own (`py_distributed.forkserver`)."""
-    from py_distributed import forkserver  # imported already: the server's first import
+    that differ from the server's own (`py_distributed.launch.forkserver`)."""
+    from py_distributed.launch import forkserver  # imported already: the server's first import
 
     set_by_torch = {k: v for k, v in os.environ.items() if forkserver.ENVIRONMENT.get(k) != v}
     os.environ.clear()
@@ -252,7 +254,7 @@ class _EnvironmentAtStart:
 
     torch elastic pickles a forkserver worker's function and arguments when it starts the worker,
     from the launching thread, inside the launch: os.environ then has every variable the launch
-    sets for its workers, some only then (`py_distributed.signals`), long after the server started.
+    sets for its workers, some only then (`launch.signals`), long after the server started.
     """
 
     def __reduce__(self) -> tuple[type[dict[str, str]], tuple[dict[str, str]]]:
@@ -275,12 +277,12 @@ def _work(run: Callable[..., object], args: Sequence[str]) -> None:
             )
         run(*args)
 
-    worker.run_forked(work)
+    run_forked(work)
 
 
 def _forget_launcher() -> None:
     """What the launch set up in the launcher for itself, undone in a worker forked from it."""
-    from py_distributed import signals  # imports torch: the launcher imports this module before
+    from py_distributed.launch import signals  # imports torch: the launcher imports this first
 
     signals.forget_in_worker()
     console.forget_in_worker()

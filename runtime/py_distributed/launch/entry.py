@@ -5,18 +5,18 @@ from a running interpreter the function they call, `function`), and the launcher
 workers need into the environment torchrun hands down (`environment`). Here are the ways that start
 each worker as a new process: re-entering the Bazel binary through its stub, or the bare
 interpreter. The ways that fork workers from an interpreter that has imported torch already are in
-`py_distributed.warm_start`.
+`py_distributed.launch.warm_start`.
 """
 
 import os
-import runpy
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from py_distributed.errors import UsageError
-from py_distributed.runfiles_env import BinaryRunfiles, enclosing_runfiles_dir
+from py_distributed.launch.runfiles_env import BinaryRunfiles, enclosing_runfiles_dir
+from py_distributed.worker.run import script_main
 
 # Environment changes for the workers: a value to set, or None to unset.
 Environment = Mapping[str, str | None]
@@ -43,7 +43,7 @@ class WorkerEntry(Protocol):
     @property
     def work(self) -> "Work | None":
         """The program's work, for workers forked from an interpreter that runs it already
-        (`py_distributed.warm_start`); None where there is none."""
+        (`py_distributed.launch.warm_start`); None where there is none."""
         ...
 
 
@@ -142,18 +142,6 @@ def for_binary(kind: str, shim: str, main: str, runfiles: BinaryRunfiles) -> Wor
 def run_script(path: str, *args: str) -> None:
     """A forked worker's work for a script (torch.distributed.run.run_script_path's place)."""
     script_main(path, args)()
-
-
-def script_main(path: str, args: Sequence[str]) -> Callable[[], object]:
-    """The script at `path` run as __main__ with `args`, as `torchrun path ARGS` runs it."""
-
-    def main() -> object:
-        sys.argv = [path, *args]
-        # A plain `python script.py` puts the script's directory first on sys.path.
-        sys.path.insert(0, os.path.dirname(path))
-        return runpy.run_path(path, run_name="__main__")
-
-    return main
 
 
 def reentering(runfiles: BinaryRunfiles, work: Work | None = None) -> StubEntry:

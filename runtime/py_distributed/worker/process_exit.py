@@ -17,7 +17,7 @@ import threading
 import weakref
 from typing import NoReturn
 
-from py_distributed.errors import exit_code_of_signal
+from py_distributed.protocol import exit_code_of_signal
 
 
 def finish(code: int) -> int:

@@ -59,7 +59,7 @@ _OWNED_FLAGS = frozenset(KNOBS) | {
 _NPROC_WORDS = ("auto", "cpu", "gpu", "xpu")
 _NPROC_MAX = 1024
 _RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")
-# torchrun's --start-method: how torch elastic starts each worker (py_distributed.warm_start).
+# torchrun's --start-method: how torch elastic starts each worker (launch.warm_start).
 START_METHODS = ("spawn", "fork", "forkserver")
 # The backends whose endpoint is the chief node (etcd's is the etcd server, no node of the job).
 _HOSTED = ("c10d", "static")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import psutil
 
 from py_distributed.cluster import Cluster
-from py_distributed.config import TorchrunConfig
 from py_distributed.errors import UsageError
+from py_distributed.settings.config import TorchrunConfig
 
 # The variables gloo and NCCL read for the interface of their sockets.
 IFNAME_VARIABLES = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")

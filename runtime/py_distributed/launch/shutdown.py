@@ -1,0 +1,69 @@
+"""How long the other workers get to stop once one has failed: torchrun's --shutdown-timeout.
+
+When a worker fails, torch elastic's SubprocessContext._poll stops the others with `self.close()`,
+and a restart with `LocalElasticAgent._stop_workers` -> `self._shutdown()`
+(torch/distributed/elastic/multiprocessing/api.py, agent/server/local_elastic_agent.py in torch
+2.13): both take the fixed default of 30 s and ignore `shutdown_timeout`, which only the signal
+path passes on (agent/server/api.py). So `bounded` SIGKILLs the workers still running
+`shutdown_timeout` seconds after the first failure, and every way a job stops ends within it.
+"""
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+
+from py_distributed.launch.workers import Workers
+
+# torchrun's --shutdown-timeout (PET_SHUTDOWN_TIMEOUT, TORCH_ELASTIC_SHUTDOWN_TIMEOUT) when the
+# user set none: how long workers get between SIGTERM and SIGKILL. torch's 30 s is long for a
+# developer waiting at a terminal for a failed job to give the prompt back.
+SHUTDOWN_TIMEOUT_DEFAULT = 5
+SHUTDOWN_TIMEOUT_VARIABLES = frozenset({"PET_SHUTDOWN_TIMEOUT", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"})
+
+
+@contextlib.contextmanager
+def bounded(workers: Workers, timeout: float | None, *, name: str) -> Iterator[None]:
+    """Inside the block, the workers running when one fails (not those of a restart, started
+    later) have `timeout` seconds to end, then are SIGKILLed; None enforces no bound.
+
+    A worker whose status the finder could not read (torch reaped it first) starts nothing: it may
+    have succeeded, and if it failed, torch's SIGTERM ends the others, and their exits do.
+    """
+    if timeout is None:
+        yield
+        return
+    lock = threading.Lock()
+    bounds: list[set[int]] = []  # the workers each failure doomed that still run
+    timers: list[threading.Timer] = []
+
+    def kill_survivors(doomed: set[int]) -> None:
+        with lock:
+            survivors = workers.kill(doomed)
+            doomed.clear()
+        for pid in sorted(survivors):
+            print(
+                f"{name}: worker pid {pid} still running {timeout:g} s after a worker failed"
+                " (shutdown_timeout): SIGKILL",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def ended(pid: int, failed: bool, now_ns: int) -> None:
+        with lock:
+            for doomed in bounds:
+                doomed.discard(pid)
+            if failed and not any(bounds):  # a first failure, not an echo of one being bounded
+                doomed = workers.watched()
+                bounds.append(doomed)
+                timer = threading.Timer(timeout, kill_survivors, (doomed,))
+                timer.daemon = True
+                timers.append(timer)
+                timer.start()
+
+    workers.on_end(ended)
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()
