@@ -12,7 +12,7 @@ from bazel_harness import run, scratch_workspace
 
 from py_distributed.cluster import single_machine
 from py_distributed.errors import UsageError
-from py_distributed.settings import config
+from py_distributed.settings import checks, sources
 
 # (attribute, as written in BUILD, the PET_* value meaning the same, the fix if it is refused)
 CASES = [
@@ -55,7 +55,7 @@ def run_time_verdict(attribute: str, value: str) -> str | None:
     """The launcher's check of PET_<ATTRIBUTE>=value: None, or its message."""
     environ = {f"PET_{attribute.upper()}": value}
     try:
-        config.check(config.given({}, "BUILD", environ, single_machine()), [])
+        checks.check(sources.given({}, "BUILD", environ, single_machine()), [])
     except UsageError as error:
         return str(error)
     return None

@@ -19,7 +19,7 @@ class BuildSettings:
     main: str  # runfiles path of the user's torchrun-style script
     worker_entry: str = "stub"  # "stub" or "pythonpath" (`launch.entry`)
     test: bool = False  # a py_distributed_test: its launcher speaks Bazel's test protocol
-    # torchrun settings BUILD gives, select() resolved, by knob (`config.KNOBS`); PET_* win
+    # torchrun settings BUILD gives, select() resolved, by knob (`sources.KNOBS`); PET_* win
     values: Mapping[str, str] = field(default_factory=dict)
     torchrun_args: tuple[str, ...] = ()
 

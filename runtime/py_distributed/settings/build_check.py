@@ -1,7 +1,7 @@
 """The build action of every py_distributed_binary: check its BUILD settings, then write its main.
 
 Run by rules/private/distributed_main.bzl once select() has been resolved. The settings are checked
-by `config.check`, the same code that checks PET_* variables at run time, so a value has one grammar
+by `checks.check`, the same code that checks PET_* variables at run time, so a value has one grammar
 and gets the same message in both places. A bad one fails the build with that message, naming the
 target; the main is written only for settings that passed.
 """
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from py_distributed.errors import exit_on_usage_error
-from py_distributed.settings import config
+from py_distributed.settings import checks
 
 
 def main(argv: Sequence[str]) -> None:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str]) -> None:
 
     settings = dict(setting.split("=", 1) for setting in args.setting)
     with exit_on_usage_error(args.target):
-        config.check_build_values(settings, args.torchrun_arg)
+        checks.check_build_values(settings, args.torchrun_arg)
     with open(args.template, encoding="utf-8") as template:
         text = template.read()
     values = {

@@ -36,7 +36,7 @@ from py_distributed.cluster import Cluster, slurm
 from py_distributed.errors import EXIT_USAGE, UsageError, exit_on_usage_error
 from py_distributed.launch.runfiles_env import enclosing_runfiles_dir
 from py_distributed.protocol import exit_code_of_signal
-from py_distributed.settings import config
+from py_distributed.settings import config, sources
 from py_distributed.submit import shared_fs
 
 # SLURM sends SIGUSR1 this long before the time limit (`--signal=USR1@120`) to every process of the
@@ -344,7 +344,7 @@ def binary_settings(generated_main: str) -> tuple[dict[str, str], list[str]]:
 
 def _nnodes_default(build_values: Mapping[str, str], environ: Mapping[str, str]) -> int:
     """The most nodes the binary's nnodes allows (PET_NNODES, then BUILD), else 1."""
-    given = config.given(build_values, "BUILD", environ, _described(1))
+    given = sources.given(build_values, "BUILD", environ, _described(1))
     try:
         return grammar.nnodes(given["nnodes"])[1]
     except ValueError as error:
