@@ -1,2 +1,2 @@
-"""Submitting a py_distributed_binary to a cluster's scheduler: one module per scheduler, and
-`shared_fs`, whether the nodes see the files a job runs from."""
+"""Submitting a py_distributed_binary to a cluster's scheduler: `slurm` (the `.slurm` target, a
+package: request, checks, client, follower) and `kubernetes` (the `.k8s` target's manifests)."""
