@@ -10,8 +10,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
+from py_distributed import runfiles_env
 from py_distributed.errors import exit_on_usage_error
-from py_distributed.launch import runfiles_env
 from py_distributed.worker import is_distributed_worker, process_exit
 from py_distributed.worker.run import run_main
 

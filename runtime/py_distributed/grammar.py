@@ -1,9 +1,9 @@
 """The grammar of every value a person or a scheduler writes for a launch, in one place.
 
-BUILD attributes (checked at build time by `check_build`), PET_* variables (checked by `config`) and
-cluster descriptions (read by `cluster`) all parse through these functions, so one value gets one
-verdict wherever it is written. Each raises ValueError whose message is the fix, for the caller to
-prefix with the value and where it came from.
+BUILD attributes (checked at build time by `settings.build_check`), PET_* variables (checked by
+`settings.checks`) and cluster descriptions (read by `cluster`) all parse through these functions,
+so one value gets one verdict wherever it is written. Each raises ValueError whose message is the
+fix, for the caller to prefix with the value and where it came from.
 """
 
 import ipaddress

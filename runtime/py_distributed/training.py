@@ -19,9 +19,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from py_distributed import runfiles_env
 from py_distributed.cluster import Cluster, machine_from_env
 from py_distributed.errors import UsageError, exit_on_usage_error
-from py_distributed.launch import entry, pipeline, runfiles_env
+from py_distributed.launch import entry, pipeline
 from py_distributed.worker import is_distributed_worker
 from py_distributed.worker.run import run
 

@@ -17,14 +17,15 @@ PACKAGE = RUNTIME / "py_distributed"
 # (thin: parse, then call `launch`), the launcher, then what it is told and what runs in workers.
 ALLOWED = {
     "__init__": {"cluster", "training", "worker"},  # the public names, loaded when first used
-    "binary": {"bazel_test", "errors", "launch", "settings", "worker"},
-    "training": {"cluster", "errors", "launch", "worker"},
+    "binary": {"bazel_test", "errors", "launch", "runfiles_env", "settings", "worker"},
+    "training": {"cluster", "errors", "launch", "runfiles_env", "worker"},
     "bazel_test": {"launch"},
-    "submit": {"cluster", "errors", "grammar", "launch", "protocol", "settings"},
-    "launch": {"cluster", "errors", "grammar", "protocol", "settings", "worker"},
+    "submit": {"cluster", "errors", "grammar", "protocol", "runfiles_env", "settings"},
+    "launch": {"cluster", "errors", "grammar", "protocol", "runfiles_env", "settings", "worker"},
     "settings": {"cluster", "errors", "grammar"},
     "cluster": {"errors", "grammar"},
     "worker": {"protocol"},
+    "runfiles_env": {"errors"},
     "errors": {"protocol"},
     "grammar": set(),
     "protocol": set(),

@@ -9,7 +9,7 @@ import pytest
 
 from py_distributed.errors import UsageError
 from py_distributed.launch import entry
-from py_distributed.launch.runfiles_env import locate
+from py_distributed.runfiles_env import locate
 
 STUB = "ws/pkg/bin"
 MAIN = "ws/pkg/_bin_main.py"

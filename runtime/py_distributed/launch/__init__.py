@@ -2,8 +2,12 @@
 
 `pipeline.launch` is its one entry: configure (`settings`), choose how workers start (`entry`,
 `warm_start`), hand the job to torchrun in-process (`torchrun`), and report how it ended
-(`root_cause`). Its modules import only downwards, in this order:
+(`root_cause`). Its modules import only downwards:
 
-    pipeline -> torchrun -> signals, shutdown, failures -> workers, root_cause
-             -> warm_start -> entry -> runfiles_env; console, loopback, environment, forkserver
+    pipeline -> torchrun -> failures, shutdown -> workers
+                         -> warm_start -> signals -> workers
+                         -> root_cause, console, loopback, environment
+             -> warm_start -> entry
+(`forkserver` is what multiprocessing's forkserver imports first.) The workers' own side of a
+launch is `worker`; what a launch is told is `settings`.
 """

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from py_distributed.errors import UsageError
-from py_distributed.launch.runfiles_env import BinaryRunfiles, enclosing_runfiles_dir
+from py_distributed.runfiles_env import BinaryRunfiles, enclosing_runfiles_dir
 from py_distributed.worker.run import script_main
 
 # Environment changes for the workers: a value to set, or None to unset.

@@ -36,6 +36,7 @@ def bounded(workers: Workers, timeout: float | None, *, name: str) -> Iterator[N
     lock = threading.Lock()
     bounds: list[set[int]] = []  # the workers each failure doomed that still run
     timers: list[threading.Timer] = []
+    closed = False  # the block has ended: a failure seen after it starts no bound
 
     def kill_survivors(doomed: set[int]) -> None:
         with lock:
@@ -53,7 +54,8 @@ def bounded(workers: Workers, timeout: float | None, *, name: str) -> Iterator[N
         with lock:
             for doomed in bounds:
                 doomed.discard(pid)
-            if failed and not any(bounds):  # a first failure, not an echo of one being bounded
+            # A first failure, not the echo of one that is being bounded.
+            if failed and not closed and not any(bounds):
                 doomed = workers.watched()
                 bounds.append(doomed)
                 timer = threading.Timer(timeout, kill_survivors, (doomed,))
@@ -65,5 +67,7 @@ def bounded(workers: Workers, timeout: float | None, *, name: str) -> Iterator[N
     try:
         yield
     finally:
-        for timer in timers:
-            timer.cancel()
+        with lock:
+            closed = True
+            for timer in timers:
+                timer.cancel()

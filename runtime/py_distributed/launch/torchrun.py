@@ -58,7 +58,8 @@ _STORE_LINGER_SECONDS = 2
 # torchrun flags that decide how workers start, which the launcher owns. torchrun would still take
 # them from PET_* variables (PET_STANDALONE would give each worker a run id of its own, so that
 # every worker would launch again): the parser ignores those, and the workers do not inherit them.
-# PET_START_METHOD is read as a setting (`config`), and the way workers start passes it on.
+# PET_START_METHOD is read as a setting (`settings.sources`), and the way workers start passes it
+# on.
 _OWNED_PET_VARIABLES = (
     "PET_STANDALONE",
     "PET_MODULE",
@@ -221,16 +222,15 @@ def run(launch: Launch, *, name: str) -> Outcome:
     def outcome(exit_code: int, failed: Sequence[Failure] = ()) -> Outcome:
         return Outcome(exit_code, launch.local_workers, failed, kept)
 
-    workers = Workers()
-    environment.apply({**launch.environment, WORKERS_DIR_ENV: workers.directory})
     try:
-        with (
-            workers,
-            shutdown.bounded(workers, launch.config.shutdown_timeout, name=name),
-            signals.handled(launch.config, workers, name=name) as config,
-            console.torch_elastic_log(os.environ),
-        ):
-            elastic_launch(config, launch.entrypoint)(*launch.entrypoint_args)
+        with Workers() as workers:
+            environment.apply({**launch.environment, WORKERS_DIR_ENV: workers.directory})
+            with (
+                shutdown.bounded(workers, launch.config.shutdown_timeout, name=name),
+                signals.handled(launch.config, workers, name=name) as config,
+                console.torch_elastic_log(os.environ),
+            ):
+                elastic_launch(config, launch.entrypoint)(*launch.entrypoint_args)
     except ChildFailedError as failed:
         # The one place a worker's failure is shown: the first to end is the root cause.
         ordered = failures.collected(failed, workers)

@@ -254,7 +254,8 @@ class _EnvironmentAtStart:
 
     torch elastic pickles a forkserver worker's function and arguments when it starts the worker,
     from the launching thread, inside the launch: os.environ then has every variable the launch
-    sets for its workers, some only then (`launch.signals`), long after the server started.
+    sets for its workers, some only then (WORKERS_DIR_ENV, `launch.torchrun.run`), long after the
+    server started.
     """
 
     def __reduce__(self) -> tuple[type[dict[str, str]], tuple[dict[str, str]]]:

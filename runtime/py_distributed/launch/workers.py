@@ -13,7 +13,7 @@ child of the forkserver. A daemon thread holds a pidfd for each and notes `time.
 when one becomes readable (well under a millisecond late). It never reaps (waitid with WNOWAIT):
 torch elastic still starts, monitors, stops and reaps every worker. A worker that is not the
 launcher's child tells its exit status in its `protocol.Record`, success included. Without pidfds
-or /proc (not Linux) it notes nothing.
+(not Linux) it notes no end, and torch's order of failures stands.
 """
 
 import contextlib
@@ -30,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from py_distributed.protocol import Record, read_record
+import psutil
+
+from py_distributed.protocol import WORKERS_DIR_ENV, Record, read_record
 
 # How often the finder looks for new workers. Exits are seen at once (a pidfd each): this bounds
 # only how late a worker that ends in its first moments is noticed.
@@ -60,12 +62,12 @@ class Worker:
 class Workers:
     """The workers of one launch, found as the module says, with the time and status of each end.
 
-    `directory` is the launch's WORKERS_DIR_ENV, where workers write their records and stacks; it
-    is removed when the block ends.
+    `directory` is the launch's WORKERS_DIR_ENV, where workers write their records and stacks,
+    from entering the block until it ends.
     """
 
     def __init__(self) -> None:
-        self.directory = tempfile.mkdtemp(prefix="py_distributed-workers-")
+        self.directory = ""
         self._tid = threading.get_native_id()  # the thread that will start the workers
         self._lock = threading.Lock()  # _watched, between the finder's thread and `kill`
         self._listeners: list[EndListener] = []
@@ -83,10 +85,11 @@ class Workers:
         self._thread.daemon = True
 
     def __enter__(self) -> "Workers":
+        self.directory = tempfile.mkdtemp(prefix="py_distributed-workers-")
+        # The program's own children (maybe_run_training's caller may have some) are not ours.
+        self._theirs = set(self._listed())
+        self._known = set(self._theirs)
         if hasattr(os, "pidfd_open"):
-            # The program's own children (maybe_run_training's caller may have some) are not ours.
-            self._theirs = set(self._listed())
-            self._known = set(self._theirs)
             self._thread.start()
         return self
 
@@ -106,18 +109,23 @@ class Workers:
         self._listeners.append(listener)
 
     def running(self) -> list[Worker]:
-        """The workers running now, by rank, from a fresh look."""
+        """The workers running the program now, by rank, from a fresh look: those that say so in
+        their record (it has no status until they end through the runtime), and those torch
+        elastic started with a command, whose environment names this launch and their rank. A
+        forked worker that has not written its record yet is not running the program yet."""
         found = []
         for pid in self._listed():
-            if pid in self._theirs or pid in self._ended or _zombie_or_gone(pid):
+            ended = pid in self._ended and pid not in self._watched  # a reused pid is new
+            if pid in self._theirs or ended or _zombie_or_gone(pid):
                 continue
             record = read_record(self.directory, pid)
-            ranks = (
-                (record.rank, record.local_rank, record.group_rank)
-                if record is not None
-                else _ranks_from_environment(pid)
-            )
-            found.append(Worker(pid, *ranks))
+            if record is not None:
+                if record.status is None:
+                    found.append(Worker(pid, record.rank, record.local_rank, record.group_rank))
+                continue
+            environ = _environment(pid)
+            if environ.get(WORKERS_DIR_ENV) == self.directory and "RANK" in environ:
+                found.append(Worker(pid, *(environ.get(v, "?") for v in _RANK_VARIABLES)))
         return sorted(found, key=lambda w: (int(w.rank) if w.rank.isdecimal() else -1, w.pid))
 
     def watched(self) -> set[int]:
@@ -191,7 +199,7 @@ class Workers:
         self._processes.update((p.pid, p) for p in started if p.pid in listed)
         # A helper is known as such only once multiprocessing has noted its pid, after its start.
         for pid in [pid for pid in self._watched if pid not in listed and pid in self._children()]:
-            self._unwatch(selector, pid)
+            os.close(self._unwatch(selector, pid))
         self._known &= listed.keys()  # a reaped pid may come back as a new worker
         for pid, child in listed.items():
             if pid in self._known:
@@ -243,12 +251,16 @@ class Workers:
 
 
 def _task_children(pid: int, tid: int) -> set[int]:
-    """The children that thread `tid` of process `pid` started."""
+    """The children that thread `tid` of process `pid` started; where the kernel does not list
+    them (built without CONFIG_PROC_CHILDREN), every child of the process."""
     try:
         with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as children:
             return {int(child) for child in children.read().split()}
-    except OSError:  # gone, no /proc, or a kernel without CONFIG_PROC_CHILDREN
-        return set()
+    except OSError:  # gone, or a kernel built without CONFIG_PROC_CHILDREN
+        pass
+    with contextlib.suppress(psutil.Error):  # gone, or no /proc: not Linux
+        return {child.pid for child in psutil.Process(pid).children()}
+    return set()
 
 
 def _pid_of(module: object, helper: str, attribute: str) -> int | None:
@@ -275,14 +287,11 @@ def _zombie_or_gone(pid: int) -> bool:
         return True
 
 
-def _ranks_from_environment(pid: int) -> tuple[str, str, str]:
-    """RANK, LOCAL_RANK, GROUP_RANK from the environment a worker was started with: torch elastic
-    Popens a worker that has not written its record yet with them."""
+def _environment(pid: int) -> dict[str, str]:
+    """The environment process `pid` was started with (a forked one: its parent's)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as environ:
             entries = environ.read().split(b"\0")
     except OSError:
-        entries = []
-    found = dict(e.decode(errors="replace").partition("=")[::2] for e in entries if b"=" in e)
-    rank, local_rank, group_rank = (found.get(name, "?") for name in _RANK_VARIABLES)
-    return rank, local_rank, group_rank
+        return {}
+    return dict(e.decode(errors="replace").partition("=")[::2] for e in entries if b"=" in e)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from py_distributed import grammar
 from py_distributed.cluster import Cluster, slurm
 from py_distributed.errors import UsageError
-from py_distributed.launch.runfiles_env import enclosing_runfiles_dir
+from py_distributed.runfiles_env import enclosing_runfiles_dir
 from py_distributed.settings import config, sources
 from py_distributed.submit.slurm import shared_fs
 from py_distributed.submit.slurm.client import Client

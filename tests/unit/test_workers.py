@@ -1,0 +1,89 @@
+"""The one worker finder (launch.workers) and the shutdown bound (launch.shutdown), on real child
+processes started as torch elastic starts them: Popen from the thread that entered the block."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from py_distributed.launch import shutdown
+from py_distributed.launch.workers import Workers
+from py_distributed.protocol import WORKERS_DIR_ENV
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds: Linux only")
+
+
+@pytest.fixture
+def start():
+    """Starts a worker of `workers` running `code`; kills what is left of them after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def worker(workers: Workers, code: str, rank: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, WORKERS_DIR_ENV: workers.directory, "RANK": str(rank)}
+        env.update({"LOCAL_RANK": str(rank), "GROUP_RANK": "0"})
+        started.append(subprocess.Popen([sys.executable, "-c", code], env=env))
+        return started[-1]
+
+    yield worker
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_the_finder_lists_this_launchs_workers_and_times_each_end(start):
+    before = subprocess.Popen(["sleep", "30"])  # the program's own child: not a worker
+    try:
+        with Workers() as workers:
+            sleeper = start(workers, "import time; time.sleep(30)", rank=1)
+            failing = start(workers, "import time, os; time.sleep(0.3); os._exit(3)", rank=0)
+            assert wait_until(lambda: len(workers.running()) == 2)
+            assert [w.rank for w in workers.running()] == ["0", "1"]
+            assert workers.running()[1].label() == (
+                f"rank 1 (local rank 1, node rank 0, pid {sleeper.pid})"
+            )
+            assert wait_until(lambda: workers.ended_ns(failing.pid) is not None)
+            assert workers.status(failing.pid) == 3
+            assert [w.pid for w in workers.running()] == [sleeper.pid]
+            assert workers.kill({sleeper.pid, before.pid}) == {sleeper.pid}  # ours only
+            assert sleeper.wait(timeout=10) == -signal.SIGKILL
+            failing.wait(timeout=10)
+        assert not os.path.exists(workers.directory)
+    finally:
+        before.kill()
+        before.wait()
+
+
+def test_the_survivors_of_a_failure_are_killed_after_the_shutdown_timeout(start, capfd):
+    with Workers() as workers, shutdown.bounded(workers, 0.5, name="//t:t"):
+        # Deaf to SIGTERM, as a rank stuck in C++ is: only the bound ends it.
+        deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+        stuck = start(workers, deaf, rank=1)
+        assert wait_until(lambda: stuck.pid in workers.watched())
+        failed_at = time.monotonic()
+        start(workers, "import os; os._exit(7)", rank=0).wait(timeout=10)
+        assert stuck.wait(timeout=10) == -signal.SIGKILL
+        assert 0.4 < time.monotonic() - failed_at < 5
+    assert (
+        f"worker pid {stuck.pid} still running 0.5 s after a worker failed"
+        in capfd.readouterr().err
+    )
+
+
+def test_a_success_bounds_nobody(start):
+    with Workers() as workers, shutdown.bounded(workers, 0.2, name="//t:t"):
+        slow = start(workers, "import time; time.sleep(1)", rank=1)
+        assert wait_until(lambda: slow.pid in workers.watched())
+        start(workers, "pass", rank=0).wait(timeout=10)
+        assert slow.wait(timeout=10) == 0
