@@ -16,7 +16,6 @@ Parse, check, do, as the launcher does:
 """
 
 import argparse
-import ast
 import contextlib
 import os
 import re
@@ -36,7 +35,7 @@ from py_distributed.cluster import Cluster, slurm
 from py_distributed.errors import EXIT_USAGE, UsageError, exit_on_usage_error
 from py_distributed.launch.runfiles_env import enclosing_runfiles_dir
 from py_distributed.protocol import exit_code_of_signal
-from py_distributed.settings import config
+from py_distributed.settings import build, config
 from py_distributed.submit import shared_fs
 
 # SLURM sends SIGUSR1 this long before the time limit (`--signal=USR1@120`) to every process of the
@@ -220,19 +219,19 @@ class Job:
         )
 
 
-def main(*, target: str, binary: str, stub: str, binary_main: str, shim: str) -> NoReturn:
-    """Submits `binary` as a SLURM job; the generated main of `target` (the .slurm target).
+def main(*, target: str, settings: str, shim: str) -> NoReturn:
+    """Submits a py_distributed_binary as a SLURM job; the generated main of `target` (the .slurm
+    target).
 
     Args:
       target: this submitter's label, for messages.
-      binary: the py_distributed_binary's label: the job's name.
-      stub: runfiles path of the binary's executable.
-      binary_main: runfiles path of the binary's generated main, which holds its BUILD settings.
+      settings: runfiles path of the binary's settings file, which holds its label (the job's name),
+        stub and BUILD settings.
       shim: the generated main's own file, inside this submitter's runfiles tree.
     """
     with exit_on_usage_error(target):
         options = parse(sys.argv[1:], target)
-        job, environ = prepare(options, binary, stub, binary_main, shim, os.environ)
+        job, environ = prepare(options, settings, shim, os.environ)
     if options.dry_run:
         sys.stdout.write(job.script())
         sys.exit(0)
@@ -250,9 +249,7 @@ def main(*, target: str, binary: str, stub: str, binary_main: str, shim: str) ->
 
 def prepare(
     options: Options,
-    binary: str,
-    stub: str,
-    binary_main: str,
+    settings: str,
     shim: str,
     environ: Mapping[str, str],
 ) -> tuple[Job, dict[str, str]]:
@@ -266,11 +263,11 @@ def prepare(
     # Its real path: the nodes need not have the convenience links (bazel-bin) that lead to it.
     tree = os.path.realpath(found_tree)
     job_env = job_environment(environ, tree, options)
-    build_values, torchrun_args = binary_settings(os.path.join(tree, binary_main))
-    nodes = options.nodes or _nnodes_default(build_values, job_env)
+    binary = build.read(os.path.join(tree, settings))
+    nodes = options.nodes or _nnodes_default(binary.values, job_env)
     try:
         # The check each node's launcher will make, with the node count SLURM will describe.
-        config.resolve(build_values, "BUILD", torchrun_args, job_env, _described(nodes))
+        config.resolve(binary.values, "BUILD", binary.torchrun_args, job_env, _described(nodes))
     except UsageError as error:
         raise UsageError(f"--nodes={nodes}: {error}") from None
     workdir = environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
@@ -279,7 +276,7 @@ def prepare(
             f"working directory {workdir!r}: sbatch's file names cannot hold whitespace, '%' or"
             " '\\'; run from another directory"
         )
-    logs = os.path.join(workdir, "slurm-" + binary.rpartition(":")[2].replace("/", "_"))
+    logs = os.path.join(workdir, "slurm-" + binary.target.rpartition(":")[2].replace("/", "_"))
     paths = [*shared_fs.runfiles_paths(tree), workdir]
     found = shared_fs.unshared(paths, options.shared_fs, shared_fs.mounts())
     if found:
@@ -293,9 +290,16 @@ def prepare(
     if not options.dry_run:
         _check_commands(("sbatch", "scontrol") + (("scancel",) if options.wait else ()), job_env)
         _check_partition(options, nodes, job_env)
-    stub_path = os.path.join(tree, stub)
+    stub_path = os.path.join(tree, binary.stub)
     job = Job(
-        binary, stub_path, options.args, nodes, options.partition, options.time, workdir, logs
+        binary.target,
+        stub_path,
+        options.args,
+        nodes,
+        options.partition,
+        options.time,
+        workdir,
+        logs,
     )
     return job, job_env
 
@@ -322,24 +326,6 @@ def job_environment(environ: Mapping[str, str], tree: str, options: Options) -> 
         if option:
             env.pop(variable, None)  # sbatch would prefer it to the script's directive
     return env
-
-
-def binary_settings(generated_main: str) -> tuple[dict[str, str], list[str]]:
-    """The binary's BUILD settings, select() resolved: the literal arguments its generated main
-    (rules/private/main.py.tpl) passes to `py_distributed.binary.main`."""
-    with open(generated_main, encoding="utf-8") as source:
-        tree = ast.parse(source.read(), generated_main)
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "main"
-        ):
-            keywords = {k.arg: k.value for k in node.keywords if k.arg}
-            build_values = ast.literal_eval(keywords["build_values"])
-            torchrun_args = ast.literal_eval(keywords["torchrun_args"])
-            return build_values, torchrun_args
-    raise UsageError(f"{generated_main}: no main(...) call; rebuild the target")
 
 
 def _nnodes_default(build_values: Mapping[str, str], environ: Mapping[str, str]) -> int:
