@@ -1,12 +1,16 @@
 """The `<name>.k8s` target of a py_distributed_binary: its JobSet and PyTorchJob manifests.
 
 The manifests are written by the runtime's own generator (`py_distributed.submit.kubernetes`), run
-as this rule's only action, as distributed_main runs the settings checker: what a value may be, and
+as this rule's only action, as the settings rule runs the settings checker: what a value may be, and
 what each manifest says, lives in the runtime alone, and a bad value fails the build with one line.
+The binary's own settings (nnodes, nproc_per_node, max_restarts) come from its settings file, the
+input of that action; the `k8s_*` attributes are this target's.
 The container image comes from the target's `image`, or from the `//rules:k8s_image` flag, which
 wins, so that a build can name the image it has just pushed:
 `bazel build //train:model.k8s --@rules_py_distributed//rules:k8s_image=ghcr.io/me/model:v2`.
 """
+
+load(":settings.bzl", "PyDistributedSettingsInfo", "label_text")
 
 K8sImageInfo = provider(
     doc = "The value of the k8s_image flag.",
@@ -23,27 +27,24 @@ k8s_image_flag = rule(
 )
 
 def _kubernetes_manifests_impl(ctx):
-    repo = ctx.label.workspace_name
-    target = ("@%s" % repo if repo else "") + "//%s:%s" % (ctx.label.package, ctx.label.name)
-    jobset = ctx.actions.declare_file(ctx.attr.binary + ".jobset.yaml")
-    pytorchjob = ctx.actions.declare_file(ctx.attr.binary + ".pytorchjob.yaml")
+    target = label_text(ctx.label)
+    settings = ctx.attr.settings[PyDistributedSettingsInfo]
+    jobset = ctx.actions.declare_file(settings.binary + ".jobset.yaml")
+    pytorchjob = ctx.actions.declare_file(settings.binary + ".pytorchjob.yaml")
     args = ctx.actions.args()
     args.add("--target", target)
-    args.add("--binary", ctx.attr.binary)
-    args.add("--package", ctx.label.package)
+    args.add("--settings", settings.file)
     args.add("--image", ctx.attr.image)
     args.add("--image-flag", ctx.attr._image_flag[K8sImageInfo].image)
     args.add("--binary-path", ctx.attr.binary_path)
     args.add("--nodes", ctx.attr.nodes)
-    args.add("--nnodes", ctx.attr.nnodes)
-    args.add("--nproc-per-node", ctx.attr.nproc_per_node)
-    args.add("--max-restarts", ctx.attr.max_restarts)
     args.add_all(["%s=%s" % item for item in sorted(ctx.attr.resources.items())], format_each = "--resource=%s")
     args.add("--jobset", jobset)
     args.add("--pytorchjob", pytorchjob)
     ctx.actions.run(
         executable = ctx.executable._generator,
         arguments = [args],
+        inputs = [settings.file],
         outputs = [jobset, pytorchjob],
         mnemonic = "PyDistributedKubernetes",
         progress_message = "Writing the Kubernetes manifests of %s" % target,
@@ -56,14 +57,15 @@ kubernetes_manifests = rule(
     implementation = _kubernetes_manifests_impl,
     doc = "Writes `<binary>.jobset.yaml` and `<binary>.pytorchjob.yaml` for a py_distributed_binary.",
     attrs = {
-        "binary": attr.string(mandatory = True, doc = "Name of the py_distributed_binary in this package."),
         "binary_path": attr.string(doc = "The binary's path inside the image; empty: /app/<package>/<binary>."),
         "image": attr.string(doc = "The container image; the k8s_image flag wins over it."),
-        "max_restarts": attr.int(default = 0, doc = "The binary's max_restarts."),
-        "nnodes": attr.string(doc = "The binary's nnodes; empty: unset."),
         "nodes": attr.int(default = 0, doc = "Pods, one per node; 0: nnodes's N or MAX, else 1."),
-        "nproc_per_node": attr.string(default = "1", doc = "The binary's nproc_per_node."),
         "resources": attr.string_dict(doc = "Each pod's resource requests, e.g. {\"memory\": \"32Gi\"}."),
+        "settings": attr.label(
+            mandatory = True,
+            providers = [PyDistributedSettingsInfo],
+            doc = "The binary's settings target: its name, package, nnodes, nproc_per_node and max_restarts.",
+        ),
         "_generator": attr.label(
             default = Label("//runtime:kubernetes_manifests"),
             executable = True,

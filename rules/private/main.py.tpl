@@ -5,13 +5,4 @@ from py_distributed.binary import main
 # Guarded: multiprocessing's forkserver workers import the main module before they run
 # (py_distributed.launch.warm_start), and must not launch the job again.
 if __name__ == "__main__":
-    main(
-        target={target},
-        stub={stub},
-        main={main},
-        shim=__file__,
-        build_values={build_values},
-        torchrun_args={torchrun_args},
-        worker_entry={worker_entry},
-        test={test},
-    )
+    main(settings={settings}, shim=__file__)

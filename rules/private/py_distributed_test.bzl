@@ -2,22 +2,7 @@
 
 load(":py_distributed_binary.bzl", "distributed_py")
 
-def py_distributed_test(
-        name,
-        srcs = [],
-        main = None,
-        deps = [],
-        nproc_per_node = 2,
-        nnodes = None,
-        max_restarts = 0,
-        rdzv_backend = "c10d",
-        rdzv_endpoint = "",
-        rdzv_conf = {},
-        torchrun_args = [],
-        worker_entry = "stub",
-        start_method = "",
-        py_test_rule = None,
-        **kwargs):
+def py_distributed_test(name, srcs = [], main = None, deps = [], py_test_rule = None, **kwargs):
     """A py_test that runs its main on N torchrun workers and passes only if every rank passes.
 
     `bazel test` runs the launcher, which starts the ranks as py_distributed_binary does (gloo on
@@ -35,36 +20,20 @@ def py_distributed_test(
       srcs: as py_distributed_binary's.
       main: as py_distributed_binary's.
       deps: as py_distributed_binary's.
-      nproc_per_node: as py_distributed_binary's, but default 2: a test of distributed code wants
-        more than one rank.
-      nnodes: as py_distributed_binary's.
-      max_restarts: as py_distributed_binary's.
-      rdzv_backend: as py_distributed_binary's.
-      rdzv_endpoint: as py_distributed_binary's.
-      rdzv_conf: as py_distributed_binary's.
-      torchrun_args: as py_distributed_binary's.
-      worker_entry: as py_distributed_binary's.
-      start_method: as py_distributed_binary's.
       py_test_rule: the rule that builds the test. Default: Bazel's built-in py_test.
-      **kwargs: passed unchanged to `py_test_rule`: size, timeout, flaky, shard_count, env, args,
-        data, tags, exec_properties, and any other py_test attribute.
+      **kwargs: the torchrun settings, as py_distributed_binary's (rules/private/attributes.bzl)
+        but nproc_per_node's default, 2: a test of distributed code wants more than one rank. Every
+        other argument is passed unchanged to `py_test_rule`: size, timeout, flaky, shard_count,
+        env, args, data, tags, exec_properties, and any other py_test attribute.
     """
     distributed_py(
         macro = "py_distributed_test",
         name = name,
-        rule = py_test_rule or getattr(native, "py_test", None),
+        rule = py_test_rule,
         srcs = srcs,
         main = main,
         deps = deps,
-        nproc_per_node = nproc_per_node,
-        nnodes = nnodes,
-        max_restarts = max_restarts,
-        rdzv_backend = rdzv_backend,
-        rdzv_endpoint = rdzv_endpoint,
-        rdzv_conf = rdzv_conf,
-        torchrun_args = torchrun_args,
-        worker_entry = worker_entry,
-        start_method = start_method,
         test = True,
+        settings_defaults = {"nproc_per_node": 2},
         **kwargs
     )

@@ -2,10 +2,4 @@
 
 from py_distributed.submit.slurm import main
 
-main(
-    target={target},
-    binary={binary},
-    stub={stub},
-    binary_main={binary_main},
-    shim=__file__,
-)
+main(target={target}, settings={settings}, shim=__file__)

@@ -6,7 +6,7 @@ run from bazel-bin may have neither, and a remote-execution sandbox may hold a r
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runfiles import runfiles
 
@@ -29,9 +29,20 @@ class BinaryRunfiles:
         env.update({name: value for name, value in self.runfiles.EnvVars().items() if value})
         return env
 
+    def path(self, path: str) -> str:
+        """Where the file at runfiles path `path` is; UsageError where these runfiles lack it."""
+        found = _existing(self.runfiles, path)
+        if found is None:
+            raise UsageError(f"{path} is missing from {self.found_by}: rebuild the binary")
+        return found
+
+    def anchored_at(self, path: str) -> "BinaryRunfiles":
+        """The same runfiles, anchored at the file at runfiles path `path` (the binary's stub)."""
+        return replace(self, anchor=self.path(path))
+
 
 def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRunfiles:
-    """The runfiles that contain `anchor` (a canonical runfiles path, e.g. the binary's stub).
+    """The runfiles that contain `anchor`, a canonical runfiles path (the binary's settings file).
 
     Tries, in order: the `.runfiles` directory that encloses `main_file` (where the stub ran this
     process from), RUNFILES_DIR, and RUNFILES_MANIFEST_FILE (a manifest maps sources to the source
@@ -45,9 +56,8 @@ def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRun
         except OSError:
             tried.append(found_by)
             continue
-        # source_repo="": the paths here are canonical, so no caller-based repo mapping applies.
-        found = files.Rlocation(anchor, source_repo="")
-        if found and os.path.exists(found):
+        found = _existing(files, anchor)
+        if found:
             return BinaryRunfiles(files, found_by, found)
         tried.append(found_by)
     where = ", ".join(tried) or "no RUNFILES_MANIFEST_FILE, no RUNFILES_DIR, no enclosing .runfiles"
@@ -55,6 +65,12 @@ def locate(anchor: str, environ: Mapping[str, str], main_file: str) -> BinaryRun
         f"cannot find this binary's runfiles ({anchor} not in: {where}); run it with bazel run, or"
         " from bazel-bin beside its .runfiles directory"
     )
+
+
+def _existing(files: runfiles.Runfiles, path: str) -> str | None:
+    # source_repo="": the paths here are canonical, so no caller-based repo mapping applies.
+    found = files.Rlocation(path, source_repo="")
+    return found if found and os.path.exists(found) else None
 
 
 def tree_running(main_file: str) -> BinaryRunfiles | None:

@@ -5,7 +5,7 @@ import yaml
 from bazel_harness import BIN, bazel
 from k8s_controllers import jobset_pods
 
-from py_distributed.submit import kubernetes
+from py_distributed.submit import kubernetes, kubernetes_manifests
 
 FLAG = "--//rules:k8s_image=registry.example/model:flag"
 
@@ -31,8 +31,8 @@ def test_every_attribute_of_the_target_reaches_the_manifests():
         max_restarts=2,
         resources={"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"},
     )
-    assert load(BIN / "tests/k8s/gpu_job.jobset.yaml") == kubernetes.jobset(job)
-    assert load(BIN / "tests/k8s/gpu_job.pytorchjob.yaml") == kubernetes.pytorchjob(job)
+    assert load(BIN / "tests/k8s/gpu_job.jobset.yaml") == kubernetes_manifests.jobset(job)
+    assert load(BIN / "tests/k8s/gpu_job.pytorchjob.yaml") == kubernetes_manifests.pytorchjob(job)
 
 
 def test_the_example_jobs_manifests_take_the_image_from_the_flag():

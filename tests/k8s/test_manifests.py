@@ -17,7 +17,8 @@ from py_distributed import grammar
 from py_distributed.cluster import DEFAULT_PORT, machine_from_env
 from py_distributed.errors import EXIT_USAGE, UsageError
 from py_distributed.settings import config, node_address
-from py_distributed.submit import kubernetes
+from py_distributed.settings.build import BuildSettings, write
+from py_distributed.submit import kubernetes, kubernetes_manifests
 
 # Every pod's IP in these tests: node_address checks that this machine holds it.
 POD_IP = "127.0.0.1"
@@ -41,7 +42,7 @@ def make_job(build, target):
 
 
 def explicit(build):
-    """What the binary's main passes the launcher as BUILD values (distributed_main.bzl)."""
+    """What the binary's settings file holds as BUILD values (settings/build_check.py)."""
     return {k: str(v) for k, v in {"rdzv_backend": "c10d", "max_restarts": 0, **build}.items()}
 
 
@@ -53,7 +54,7 @@ def round_trip(manifest, model):
 
 def pod_templates(job):
     """Each manifest's pod templates, with the client model each is."""
-    js, ptj = kubernetes.jobset(job), kubernetes.pytorchjob(job)
+    js, ptj = kubernetes_manifests.jobset(job), kubernetes_manifests.pytorchjob(job)
     yield from ((r["template"], "V1JobTemplateSpec") for r in js["spec"]["replicatedJobs"])
     yield from (
         (r["template"], "V1PodTemplateSpec") for r in ptj["spec"]["pytorchReplicaSpecs"].values()
@@ -67,7 +68,8 @@ def test_every_pod_template_loads_into_the_kubernetes_client_without_loss(build,
 
 
 def test_the_round_trip_finds_a_field_the_client_does_not_know():
-    template = kubernetes.pytorchjob(make_job(*JOBS["one node"]))["spec"]["pytorchReplicaSpecs"]
+    manifest = kubernetes_manifests.pytorchjob(make_job(*JOBS["one node"]))
+    template = manifest["spec"]["pytorchReplicaSpecs"]
     wrong = copy.deepcopy(template["Master"]["template"])
     wrong["spec"]["containers"][0]["volumeMount"] = wrong["spec"]["containers"][0]["volumeMounts"]
     assert round_trip(wrong, "V1PodTemplateSpec") != wrong
@@ -105,7 +107,7 @@ def check_nodes(pods, chief_name, build, nodes, nnodes):
 @pytest.mark.parametrize(("build", "target"), JOBS.values(), ids=JOBS)
 def test_jobset_pods_find_their_node_and_the_chief(build, target):
     job = make_job(build, target)
-    pods = jobset_pods(kubernetes.jobset(job), POD_IP)
+    pods = jobset_pods(kubernetes_manifests.jobset(job), POD_IP)
     assert len(pods) == job.nodes
     # The JobSet's headless service names node 0 <jobset>-node-0-0.<jobset>.
     check_nodes(pods, "model-node-0-0.model", build, job.nodes, build.get("nnodes", str(job.nodes)))
@@ -114,13 +116,13 @@ def test_jobset_pods_find_their_node_and_the_chief(build, target):
 @pytest.mark.parametrize(("build", "target"), JOBS.values(), ids=JOBS)
 def test_pytorchjob_pods_find_their_node_and_the_master(build, target):
     job = make_job(build, target)
-    pods = pytorchjob_pods(kubernetes.pytorchjob(job), POD_IP)
+    pods = pytorchjob_pods(kubernetes_manifests.pytorchjob(job), POD_IP)
     # The operator sets PET_NNODES to the number of pods: a fixed count, even for an nnodes range.
     check_nodes(pods, "model-master-0", build, job.nodes, str(job.nodes))
 
 
 def test_a_renamed_jobset_still_finds_its_chief():
-    manifest = kubernetes.jobset(make_job(*JOBS["k8s_nodes"]))
+    manifest = kubernetes_manifests.jobset(make_job(*JOBS["k8s_nodes"]))
     manifest["metadata"]["name"] = "model-run-7"
     pods = jobset_pods(manifest, POD_IP)
     check_nodes(pods, "model-run-7-node-0-0.model-run-7", JOBS["k8s_nodes"][0], 3, "3")
@@ -133,7 +135,7 @@ FINAL, KILLED = (1, 2, 7, 127), (128, 137, 143, 255, None)
 
 @pytest.mark.parametrize("max_restarts", [0, 2])
 def test_a_jobset_restarts_every_node_after_a_pod_is_killed_up_to_max_restarts(max_restarts):
-    manifest = kubernetes.jobset(make_job({"max_restarts": max_restarts}, {"nodes": 3}))
+    manifest = kubernetes_manifests.jobset(make_job({"max_restarts": max_restarts}, {"nodes": 3}))
     for code in KILLED:
         outcomes = [
             jobset_after_pod_failure(manifest, code, restarts=n) for n in range(max_restarts + 1)
@@ -145,7 +147,7 @@ def test_a_jobset_restarts_every_node_after_a_pod_is_killed_up_to_max_restarts(m
 
 @pytest.mark.parametrize("max_restarts", [0, 2])
 def test_a_jobset_ends_when_a_launcher_gives_up(max_restarts):
-    manifest = kubernetes.jobset(make_job({"max_restarts": max_restarts}, {"nodes": 3}))
+    manifest = kubernetes_manifests.jobset(make_job({"max_restarts": max_restarts}, {"nodes": 3}))
     assert {jobset_after_pod_failure(manifest, code) for code in FINAL} == {"fail"}
 
 
@@ -153,7 +155,9 @@ def test_a_jobset_ends_when_a_launcher_gives_up(max_restarts):
 def test_a_pytorchjob_restarts_a_killed_pod_up_to_max_restarts_and_ends_when_a_launcher_gives_up(
     max_restarts,
 ):
-    manifest = kubernetes.pytorchjob(make_job({"max_restarts": max_restarts}, {"nodes": 3}))
+    manifest = kubernetes_manifests.pytorchjob(
+        make_job({"max_restarts": max_restarts}, {"nodes": 3})
+    )
     for code in KILLED:
         outcomes = [
             pytorchjob_after_pod_failure(manifest, code, restarts=n)
@@ -209,11 +213,13 @@ def test_bad_values_are_one_line_naming_the_value_and_the_fix(change, message):
 
 
 def test_the_generator_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
-    outputs = ["--jobset", str(tmp_path / "j.yaml"), "--pytorchjob", str(tmp_path / "p.yaml")]
+    settings = tmp_path / "settings.json"
+    write(str(settings), BuildSettings("//train:model", "_main/train/model", "m.py"))
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = ["--jobset", str(out / "j.yaml"), "--pytorchjob", str(out / "p.yaml")]
     with pytest.raises(SystemExit) as exit_:
-        kubernetes.main(
-            ["--target", "//train:model.k8s", "--binary", "model", "--package", "train", *outputs]
-        )
+        kubernetes.main(["--target", "//train:model.k8s", "--settings", str(settings), *outputs])
     assert exit_.value.code == EXIT_USAGE
     assert capsys.readouterr().err.startswith("//train:model.k8s: error: no container image")
-    assert list(tmp_path.iterdir()) == []
+    assert list(out.iterdir()) == []

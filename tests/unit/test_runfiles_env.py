@@ -93,6 +93,16 @@ def test_nothing_to_go_on_is_one_line_naming_what_was_tried(tmp_path):
     assert f"RUNFILES_DIR={tmp_path}" in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_runfiles_found_by_one_file_give_the_others_and_name_a_missing_one(tree):
+    found = locate(MAIN, {}, shim_in_tree(tree))  # as the binary finds them, by its settings file
+    assert found.anchored_at(STUB).anchor == str(tree / "bin.runfiles" / STUB)
+    with pytest.raises(UsageError) as raised:
+        found.path("ws/pkg/gone.py")
+    assert str(raised.value) == (
+        f"ws/pkg/gone.py is missing from the tree around {shim_in_tree(tree)}: rebuild the binary"
+    )
+
+
 def test_stub_without_a_tree_is_refused_for_stub_entry(tree):
     env = {"RUNFILES_MANIFEST_FILE": str(tree / "bin.runfiles_manifest")}
     found = locate(STUB, env, "/nowhere/main.py")

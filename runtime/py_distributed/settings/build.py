@@ -1,8 +1,9 @@
 """A binary's BUILD settings, in the one file its settings rule writes into its runfiles.
 
-`rules/private/` declares every setting once, resolves select(), and has `build_check` hold the
-values to their grammar and write this file. The binary's generated main, its `<name>.slurm`
-submitter and its `<name>.k8s` manifests all read the file, so no value is written twice.
+`rules/private/` declares every setting once (attributes.bzl), resolves select(), and has
+`build_check` hold the values to their grammar and write this file, as JSON. The binary's generated
+main (`py_distributed.binary`), its `<name>.slurm` submitter and its `<name>.k8s` manifests all read
+the file, so no value is written twice.
 """
 
 import json
@@ -32,6 +33,7 @@ def read(path: str) -> BuildSettings:
 
 
 def write(path: str, settings: BuildSettings) -> None:
+    """Writes `settings` to `path`, as indented JSON that a person opening the runfiles can read."""
     with open(path, "w", encoding="utf-8") as out:
         json.dump(asdict(settings), out, indent=2, sort_keys=True)
         out.write("\n")

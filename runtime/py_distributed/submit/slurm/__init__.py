@@ -30,19 +30,19 @@ from py_distributed.submit.slurm.follower import Stop, cancel, follow
 from py_distributed.submit.slurm.request import parse
 
 
-def main(*, target: str, binary: str, stub: str, binary_main: str, shim: str) -> NoReturn:
-    """Submits `binary` as a SLURM job; the generated main of `target` (the .slurm target).
+def main(*, target: str, settings: str, shim: str) -> NoReturn:
+    """Submits a py_distributed_binary as a SLURM job; the generated main of `target` (the .slurm
+    target).
 
     Args:
       target: this submitter's label, for messages.
-      binary: the py_distributed_binary's label: the job's name.
-      stub: runfiles path of the binary's executable.
-      binary_main: runfiles path of the binary's generated main, which holds its BUILD settings.
+      settings: runfiles path of the binary's settings file, which holds its label (the job's
+        name), stub and BUILD settings.
       shim: the generated main's own file, inside this submitter's runfiles tree.
     """
     with exit_on_usage_error(target):
         options = parse(sys.argv[1:], target)
-        job, environ = checks.prepare(options, binary, stub, binary_main, shim, os.environ)
+        job, environ = checks.prepare(options, settings, shim, os.environ)
         if options.dry_run:
             sys.stdout.write(job.script())
             sys.exit(0)

@@ -9,7 +9,6 @@ directory's name; the runfiles tree and the working directory on file systems th
 partition's node count, MaxNodes and MaxTime (`check_partition`, from scontrol's answer).
 """
 
-import ast
 import os
 import re
 import shutil
@@ -19,19 +18,14 @@ from py_distributed import grammar
 from py_distributed.cluster import Cluster, slurm
 from py_distributed.errors import UsageError
 from py_distributed.runfiles_env import enclosing_runfiles_dir
-from py_distributed.settings import config, sources
+from py_distributed.settings import build, config, sources
 from py_distributed.submit.slurm import shared_fs
 from py_distributed.submit.slurm.client import Client
 from py_distributed.submit.slurm.request import Job, Options, job_environment, time_seconds
 
 
 def prepare(
-    options: Options,
-    binary: str,
-    stub: str,
-    binary_main: str,
-    shim: str,
-    environ: Mapping[str, str],
+    options: Options, settings: str, shim: str, environ: Mapping[str, str]
 ) -> tuple[Job, dict[str, str]]:
     """The job and sbatch's environment, once every check that needs no SLURM passed."""
     found_tree = enclosing_runfiles_dir(shim)
@@ -43,11 +37,11 @@ def prepare(
     # Its real path: the nodes need not have the convenience links (bazel-bin) that lead to it.
     tree = os.path.realpath(found_tree)
     job_env = job_environment(environ, tree, options)
-    build_values, torchrun_args = binary_settings(os.path.join(tree, binary_main))
-    nodes = options.nodes or _nnodes_default(build_values, job_env)
+    binary = build.read(os.path.join(tree, settings))
+    nodes = options.nodes or _nnodes_default(binary.values, job_env)
     try:
         # The check each node's launcher will make, with the node count SLURM will describe.
-        config.resolve(build_values, "BUILD", torchrun_args, job_env, _described(nodes))
+        config.resolve(binary.values, "BUILD", binary.torchrun_args, job_env, _described(nodes))
     except UsageError as error:
         raise UsageError(f"--nodes={nodes}: {error}") from None
     workdir = environ.get("BUILD_WORKING_DIRECTORY") or os.getcwd()
@@ -56,31 +50,20 @@ def prepare(
             f"working directory {workdir!r}: sbatch's file names cannot hold whitespace, '%' or"
             " '\\'; run from another directory"
         )
-    logs = os.path.join(workdir, "slurm-" + binary.rpartition(":")[2].replace("/", "_"))
+    logs = os.path.join(workdir, "slurm-" + binary.target.rpartition(":")[2].replace("/", "_"))
     _check_shared([*shared_fs.runfiles_paths(tree), workdir], options.shared_fs)
-    stub_path = os.path.join(tree, stub)
+    stub_path = os.path.join(tree, binary.stub)
     job = Job(
-        binary, stub_path, options.args, nodes, options.partition, options.time, workdir, logs
+        binary.target,
+        stub_path,
+        options.args,
+        nodes,
+        options.partition,
+        options.time,
+        workdir,
+        logs,
     )
     return job, job_env
-
-
-def binary_settings(generated_main: str) -> tuple[dict[str, str], list[str]]:
-    """The binary's BUILD settings, select() resolved: the literal arguments its generated main
-    (rules/private/main.py.tpl) passes to `py_distributed.binary.main`."""
-    with open(generated_main, encoding="utf-8") as source:
-        tree = ast.parse(source.read(), generated_main)
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "main"
-        ):
-            keywords = {k.arg: k.value for k in node.keywords if k.arg}
-            build_values = ast.literal_eval(keywords["build_values"])
-            torchrun_args = ast.literal_eval(keywords["torchrun_args"])
-            return build_values, torchrun_args
-    raise UsageError(f"{generated_main}: no main(...) call; rebuild the target")
 
 
 def _nnodes_default(build_values: Mapping[str, str], environ: Mapping[str, str]) -> int:

@@ -1,0 +1,98 @@
+"""The torchrun settings of py_distributed_binary and py_distributed_test, each declared once.
+
+They are attributes of the settings rule (settings.bzl), not macro parameters, so that `select()`
+works on every one of them; both macros take them as keyword arguments and sort them out of the
+rest with `split_settings`. The docs are the user's: README's attribute table is generated from
+them (tools/attribute_table.py), a "Default X" in a doc being the default as BUILD writes it, and
+"Run time: VARIABLE." the variable that overrides the setting.
+"""
+
+SETTINGS = {
+    "nproc_per_node": attr.string(
+        default = "1",
+        doc = """workers per node: an int in 1..1024, or "gpu", "cpu", "xpu", "auto" as for
+        torchrun. Default 1. In a `select()`, write the values as strings ("4").
+        Run time: PET_NPROC_PER_NODE.""",
+    ),
+    "nnodes": attr.string(
+        default = "",
+        doc = """number of nodes, `N` or `"MIN:MAX"` for elastic jobs. Default None: as many as the
+        cluster description at run time names (TF_CONFIG, SLURM, Kubernetes), else 1.
+        Run time: PET_NNODES.""",
+    ),
+    "max_restarts": attr.int(
+        default = 0,
+        doc = """how often torchrun restarts the worker group after a failure. Default 0.
+        Run time: PET_MAX_RESTARTS.""",
+    ),
+    "rdzv_backend": attr.string(
+        default = "c10d",
+        doc = """torch elastic rendezvous backend: "c10d" (default), "static", "etcd", "etcd-v2".
+        Run time: PET_RDZV_BACKEND.""",
+    ),
+    "rdzv_endpoint": attr.string(
+        default = "",
+        doc = """"HOST[:PORT]" of the rendezvous. Default "": on several nodes the chief's, from
+        the cluster description; on one node a free loopback port, as `torchrun --standalone` does.
+        Run time: PET_RDZV_ENDPOINT.""",
+    ),
+    "rdzv_conf": attr.string_dict(
+        default = {},
+        doc = """dict of extra rendezvous settings, e.g. `{"join_timeout": "600"}`. Default {}.
+        Run time: PET_RDZV_CONF ("k=v,k2=v2").""",
+    ),
+    "torchrun_args": attr.string_list(
+        default = [],
+        doc = """further torchrun flags, e.g. `["--log-dir=/tmp/logs", "--tee=3"]`; the settings
+        above have their own arguments and may not be repeated here. Default [].""",
+    ),
+    # A BUILD-only choice with no run-time override: Bazel checks it, and nothing else does.
+    "worker_entry": attr.string(
+        default = "stub",
+        values = ["pythonpath", "stub"],
+        doc = """how workers start. "stub" (default): through this binary's own Bazel stub, so each
+        worker has the launcher's imports, data and interpreter. "pythonpath": as the bare
+        interpreter with PYTHONPATH set from the launcher's sys.path (the seed's
+        set_python_path_in_subprocess), for builds whose stub cannot start twice.""",
+    ),
+    "start_method": attr.string(
+        default = "",
+        doc = """how torch elastic starts each worker, as torchrun's --start-method: "spawn" (the
+        default), a new process as `worker_entry` says; "fork", forked from the launcher, which
+        has imported torch; "forkserver", forked from a server that has imported torch and the
+        modules `main` imports at its top level. Either warm start falls back to spawn, with a
+        notice, where it cannot apply (docs/using.md, Start methods). Default: spawn.
+        Run time: PET_START_METHOD.""",
+    ),
+}
+
+# Settings that BUILD writes as an int, or None for unset, and the rule takes as a string, since
+# their other values are words ("gpu") or ranges ("1:4").
+_INT_OR_STRING = ["nnodes", "nproc_per_node"]
+
+def split_settings(kwargs, defaults = {}):
+    """A public macro's keyword arguments, split into the torchrun settings and the rest.
+
+    Args:
+      kwargs: the macro's `**kwargs`.
+      defaults: the macro's own defaults of settings, over the attributes' (a test's 2 ranks).
+
+    Returns:
+      `(settings, rest)`: the settings as the settings rule's attributes take them (ints of
+      `_INT_OR_STRING` and rdzv_conf's values as strings, None left to the attribute's default; a
+      `select()` as it is), and every other argument, unchanged.
+    """
+    settings, rest = {}, {}
+    for key, value in dict(defaults, **kwargs).items():
+        if key not in SETTINGS:
+            rest[key] = value
+        elif value != None:
+            settings[key] = _as_attribute(key, value)
+    return settings, rest
+
+def _as_attribute(key, value):
+    if key in _INT_OR_STRING and type(value) == "int":
+        return str(value)
+    if type(value) == "dict":
+        return {k: str(v) for k, v in value.items()}
+    return value

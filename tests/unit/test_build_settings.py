@@ -1,0 +1,65 @@
+"""The settings file: the build action writes what BUILD says, checked, and nothing else."""
+
+import json
+
+import pytest
+
+from py_distributed.errors import EXIT_USAGE
+from py_distributed.settings import build, build_check
+
+# The settings rule's attributes as Bazel hands them over, select() resolved (settings.bzl).
+ATTRIBUTES = {
+    "nproc_per_node": "4",
+    "nnodes": "",
+    "max_restarts": 0,
+    "rdzv_backend": "c10d",
+    "rdzv_endpoint": "",
+    "rdzv_conf": {"timeout": "9", "join_timeout": "600"},
+    "torchrun_args": ["--tee=3"],
+    "worker_entry": "pythonpath",
+    "start_method": "",
+}
+
+
+def check(tmp_path, attributes, *flags):
+    out = tmp_path / "settings.json"
+    build_check.main(
+        [
+            "--target=//train:model",
+            f"--out={out}",
+            "--stub=ws/train/model",
+            "--main=ws/train/model.py",
+            f"--attributes={json.dumps(attributes)}",
+            *flags,
+        ]
+    )
+    return build.read(str(out))
+
+
+def test_the_file_holds_what_build_says_as_pet_variables_spell_it(tmp_path):
+    assert check(tmp_path, ATTRIBUTES, "--test") == build.BuildSettings(
+        target="//train:model",
+        stub="ws/train/model",
+        main="ws/train/model.py",
+        worker_entry="pythonpath",
+        test=True,
+        # Empty values are left to the cluster description or torchrun's defaults.
+        values={
+            "nproc_per_node": "4",
+            "max_restarts": "0",
+            "rdzv_backend": "c10d",
+            "rdzv_conf": "join_timeout=600,timeout=9",
+        },
+        torchrun_args=("--tee=3",),
+    )
+
+
+def test_a_bad_value_fails_with_one_line_and_writes_no_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        check(tmp_path, {**ATTRIBUTES, "nproc_per_node": "0"})
+    assert exit_.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "//train:model: error: nproc_per_node='0' (from BUILD): use an int in 1..1024 or one of"
+        " auto, cpu, gpu, xpu\n"
+    )
+    assert list(tmp_path.iterdir()) == []
