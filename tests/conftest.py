@@ -1,15 +1,19 @@
-"""Makes the runtime importable, as //runtime's `imports = ["."]` does, and tests/ helpers; the
-fixtures that e2e and multinode tests share."""
+"""Makes the runtime importable, as //runtime's `imports = ["."]` does, and tests/harness (as
+`harness`, as //tests/harness:probe's `imports` does); the fixtures that the test folders share."""
 
+import contextlib
 import os
+import signal
 import sys
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pytest
-from bazel_harness import BIN, bazel
+from harness.bazel import BIN, bazel, wait_for
+from harness.launch import processes_of_runs
 
 # What a scheduler or a developer's shell may hold that would make the tests' jobs multi-node, pin
 # their interfaces or mark them as workers. Tests set their own.
@@ -52,3 +56,29 @@ def probe_dir(tmp_path: Path) -> Path:
     path = tmp_path / "probe"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def run_ids(built):
+    """Makes fresh rendezvous ids (PET_RDZV_ID) for one test. Afterwards no process of those runs
+    may be left (harness.launch.processes_of_runs): those still there after 15 s are SIGKILLed,
+    by pid, and fail the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"test-{uuid.uuid4().hex}")
+        return made[-1]
+
+    yield make
+    gone = wait_for(lambda: not processes_of_runs(made), timeout=15)
+    orphans = [] if gone else processes_of_runs(made)
+    for pid in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert gone, f"orphans: {orphans}"
+
+
+@pytest.fixture
+def run_id(run_ids) -> str:
+    """One rendezvous id of `run_ids`: afterwards no process of that run may be left."""
+    return run_ids()

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from multinode import netns
+from harness import netns
 
-# Distinct from tests/multinode/netns.py's names (pyd<pid>c<n>) and subnets (10.100-199.x).
+# Distinct from tests/harness/netns.py's names (pyd<pid>c<n>) and subnets (10.100-199.x).
 _TAG = "pys"
 _OURS = re.compile(rf"{_TAG}(\d+)")
 _DIR_PREFIX = "py_distributed-slurm-"
@@ -41,7 +41,7 @@ class Node:
 
     def pids(self) -> list[int]:
         """Every process in this node's network namespace: slurmd, and whatever jobs left."""
-        return [int(p) for p in netns._ip("netns", "pids", self.netns).split()]
+        return netns.pids(self.netns)
 
 
 @dataclass(frozen=True)
@@ -89,19 +89,19 @@ def cluster(count: int = 3) -> Iterator[Cluster]:
     processes: dict[str, subprocess.Popen[bytes]] = {}
     made: list[Node] = []
     try:
-        netns._ip("link", "add", bridge, "type", "bridge")
-        netns._ip("addr", "add", f"{subnet}.254/24", "dev", bridge)
-        netns._ip("link", "set", bridge, "up")
+        netns.ip("link", "add", bridge, "type", "bridge")
+        netns.ip("addr", "add", f"{subnet}.254/24", "dev", bridge)
+        netns.ip("link", "set", bridge, "up")
         for index, node in enumerate(nodes, 1):
             made.append(node)
-            netns._ip("netns", "add", node.netns)
+            netns.ip("netns", "add", node.netns)
             veth = f"{tag}v{index}"
             peer = ("peer", "name", "eth0", "netns", node.netns)
-            netns._ip("link", "add", veth, "type", "veth", *peer)
-            netns._ip("link", "set", veth, "master", bridge, "up")
-            netns._ip("-n", node.netns, "addr", "add", f"{node.address}/24", "dev", "eth0")
-            netns._ip("-n", node.netns, "link", "set", "eth0", "up")
-            netns._ip("-n", node.netns, "link", "set", "lo", "up")
+            netns.ip("link", "add", veth, "type", "veth", *peer)
+            netns.ip("link", "set", veth, "master", bridge, "up")
+            netns.ip("-n", node.netns, "addr", "add", f"{node.address}/24", "dev", "eth0")
+            netns.ip("-n", node.netns, "link", "set", "eth0", "up")
+            netns.ip("-n", node.netns, "link", "set", "lo", "up")
         controller = socket.gethostname().split(".")[0]
         conf = _write_config(directory, controller, f"{subnet}.254", nodes)
         processes["munged"] = _start_munged(directory)
@@ -116,14 +116,14 @@ def cluster(count: int = 3) -> Iterator[Cluster]:
     finally:
         try:
             _stop(processes)
-            survivors = [pid for node in made for pid in netns._kill_all(node.netns)]
+            survivors = [pid for node in made for pid in netns.kill_all(node.netns)]
         finally:
             for index, node in enumerate(made, 1):
                 with contextlib.suppress(RuntimeError):
-                    netns._ip("link", "del", f"{tag}v{index}")
-                netns._remove_netns(node.netns)
+                    netns.ip("link", "del", f"{tag}v{index}")
+                netns.remove_netns(node.netns)
             with contextlib.suppress(RuntimeError):
-                netns._ip("link", "del", bridge)
+                netns.ip("link", "del", bridge)
             shutil.rmtree(directory, ignore_errors=True)
         assert not survivors, f"processes that SIGKILL did not end: {survivors}"
 
@@ -245,16 +245,16 @@ def _remove_leftovers() -> None:
 
     def dead(name: str) -> bool:
         match = _OURS.match(name)
-        return bool(match) and not netns._alive(int(match[1]))
+        return bool(match) and not netns.alive(int(match[1]))
 
-    for namespace in netns._ip("netns", "list").split():
+    for namespace in netns.ip("netns", "list").split():
         if dead(namespace):
-            netns._kill_all(namespace)
-            netns._remove_netns(namespace)
-    for link in re.findall(rf"^\d+: ({_TAG}\d+\w+?)[@:]", netns._ip("link", "show"), re.M):
+            netns.kill_all(namespace)
+            netns.remove_netns(namespace)
+    for link in re.findall(rf"^\d+: ({_TAG}\d+\w+?)[@:]", netns.ip("link", "show"), re.M):
         if dead(link):
             with contextlib.suppress(RuntimeError):
-                netns._ip("link", "del", link)
+                netns.ip("link", "del", link)
     for directory in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*"):
         owner = directory.name.removeprefix(_DIR_PREFIX).partition("-")[0]
         if owner.isdecimal() and not Path(f"/proc/{owner}").exists():

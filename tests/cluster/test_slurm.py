@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from bazel_harness import BIN, bazel, wait_for
 from cluster import slurm_cluster
+from harness.bazel import BIN, bazel, wait_for
 
 PROBE = BIN / "tests/cluster/probe.slurm"  # nproc_per_node = 2; tests/cluster/probe.py
 MODEL = BIN / "train/model.slurm"  # the example job, nproc_per_node = 2

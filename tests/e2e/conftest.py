@@ -4,7 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bazel_harness import ROOT, Exec, parse_strace, run
+from harness.bazel import ROOT, Exec, parse_strace, run
 
 
 @pytest.fixture

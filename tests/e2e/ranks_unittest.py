@@ -1,7 +1,8 @@
 """A distributed test written with unittest: every rank runs this TestCase in one process group.
 
-PROBE_FAIL_RANK=R: rank R fails an assertion once the group has formed, while its peers wait for it
-in a collective. PROBE_HANG=1: every rank waits in `wait_for_the_timeout`, until Bazel's timeout.
+PROBE_FAILURES (tests/harness/probe.py's grammar; `R:assert` fails an assertion): the rank it names
+fails once the group has formed, while its peers wait for it in a collective. PROBE_HANG=1: every
+rank waits in `wait_for_the_timeout`, until Bazel's timeout.
 """
 
 import os
@@ -10,6 +11,7 @@ import unittest
 
 import torch
 import torch.distributed as dist
+from harness import probe
 
 
 def wait_for_the_timeout() -> None:
@@ -26,8 +28,7 @@ class AllReduceTest(unittest.TestCase):
         rank, world = dist.get_rank(), dist.get_world_size()
         if os.environ.get("PROBE_HANG") == "1":
             wait_for_the_timeout()
-        if os.environ.get("PROBE_FAIL_RANK") == str(rank):
-            self.assertEqual(rank, -1, f"rank {rank} fails on purpose")
+        probe.fail_if_planned(rank)
         value = torch.tensor([rank + 1.0])
         dist.all_reduce(value)
         self.assertEqual(value.item(), world * (world + 1) / 2)

@@ -3,18 +3,19 @@
 Each rank all-reduces a one and writes $PROBE_DIR/rank<N>.json with the types and values of the
 kwargs it received. The kwargs include the pid of the process that evaluated them: the launcher's,
 if they travelled from it, a worker's own if the worker re-evaluated them as the seed's did.
-PROBE_FAIL_RANK=R with PROBE_FAIL_CODE=N|raise makes rank R fail; PROBE_NPROC sets nproc_per_node;
-PROBE_PYTHONPATH=1 sets set_python_path_in_subprocess; PROBE_IS_CHIEF=1 passes is_chief=True;
-PROBE_MODULE is module_name (default: __name__). The launcher prints which variables of its
-environment maybe_run_training changed, once it returns or raises.
+PROBE_FAILURES (tests/harness/probe.py's grammar) makes the rank it names fail once it has
+reported; PROBE_NPROC sets nproc_per_node; PROBE_PYTHONPATH=1 sets set_python_path_in_subprocess;
+PROBE_IS_CHIEF=1 passes is_chief=True; PROBE_MODULE is module_name (default: __name__). The
+launcher prints which variables of its environment maybe_run_training changed, once it returns or
+raises.
 """
 
-import json
 import os
 import sys
 
 import torch
 import torch.distributed as dist
+from harness import probe
 
 from py_distributed import is_distributed_worker, maybe_run_training
 
@@ -37,16 +38,9 @@ def train(**kwargs: object) -> None:
         "group_rank": int(os.environ["GROUP_RANK"]),
         "gloo_socket_ifname": os.environ.get("GLOO_SOCKET_IFNAME", ""),
     }
-    probe_dir = os.environ["PROBE_DIR"]
-    path = os.path.join(probe_dir, f"rank{rank}.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(report, f, ensure_ascii=False)
-    os.replace(path + ".tmp", path)
+    probe.write_report(f"rank{rank}.json", report)
     dist.destroy_process_group()
-    if str(rank) == os.environ.get("PROBE_FAIL_RANK"):
-        if os.environ["PROBE_FAIL_CODE"] == "raise":
-            raise RuntimeError(f"train failed on rank {rank}")
-        sys.exit(int(os.environ["PROBE_FAIL_CODE"]))
+    probe.fail_if_planned(rank)
 
 
 def changed(before: dict[str, str]) -> list[str]:

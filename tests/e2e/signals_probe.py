@@ -14,21 +14,21 @@ import threading
 # As a real job's main does: a rank stopped by SIGINT then records its KeyboardInterrupt through
 # torch's error handler at once, instead of importing torch first, which takes seconds.
 import torch  # noqa: F401
+from harness import probe
 
 
 def main() -> None:
     rank = os.environ["RANK"]
-    probe_dir = os.environ["PROBE_DIR"]
     preempted = threading.Event()
     if os.environ.get("PROBE_CHECKPOINT") == "1":
 
         def checkpoint(signum: int, frame: object) -> None:
-            write(os.path.join(probe_dir, f"checkpoint{rank}"), signal.Signals(signum).name)
+            probe.write_text(f"checkpoint{rank}", signal.Signals(signum).name)
             preempted.set()
 
         signal.signal(signal.SIGUSR1, checkpoint)
     threading.Thread(target=helper_thread_waits, args=(preempted,), daemon=True).start()
-    write(os.path.join(probe_dir, f"rank{rank}.ready"), str(os.getpid()))
+    probe.write_text(f"rank{rank}.ready", str(os.getpid()))
     wait_for_preemption(preempted)
 
 
@@ -39,12 +39,6 @@ def wait_for_preemption(preempted: threading.Event) -> None:
 
 def helper_thread_waits(preempted: threading.Event) -> None:
     preempted.wait()
-
-
-def write(path: str, text: str) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)  # readers never see half a file
 
 
 if __name__ == "__main__":

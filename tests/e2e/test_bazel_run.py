@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from bazel_harness import BIN, ROOT, bazel, reports, run
+from harness.bazel import BIN, ROOT, bazel, run
+from harness.launch import reports
 
 # Arguments that a shell, a `--key=value` parser or an encoding step would mangle.
 AWKWARD_ARGS = [

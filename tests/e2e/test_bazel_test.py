@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from bazel_harness import ROOT, bazel, wait_for
-from procfs import processes_with_env
+from harness.bazel import ROOT, bazel, wait_for
+from harness.procfs import processes_with_env
 
 UNITTEST = "//tests/e2e:ranks_unittest_test"  # 3 ranks, block-network
 PYTEST = "//tests/e2e:ranks_pytest_test"  # 2 ranks, block-network
@@ -51,15 +51,17 @@ def test_every_rank_passes_with_its_outputs_junit_and_temp_files_in_test_tmpdir(
 
 
 def test_a_failing_rank_fails_the_test_with_its_assertion_as_the_root_cause():
-    done = bazel("test", UNITTEST, "--test_env=PROBE_FAIL_RANK=2", "--nocache_test_results")
+    # Rank 2 fails an assertion (tests/harness/probe.py's grammar).
+    done = bazel("test", UNITTEST, "--test_env=PROBE_FAILURES=2:assert", "--nocache_test_results")
     assert done.returncode == 3, done.stdout  # Bazel's "tests failed"
     log = (logs_of(UNITTEST) / "test.log").read_text()
     assert "root cause: rank 2 exited with code 1" in log
-    assert "[rank2]: AssertionError: 2 != -1 : rank 2 fails on purpose" in log
+    assert "[rank2]: AssertionError: probe failure on rank 2" in log
     verdicts = cases(UNITTEST)
     assert verdicts["rank 2"] == "root cause: rank 2 exited with code 1"
     assert all(verdicts[f"rank {r}"] for r in (0, 1)), verdicts  # they fail, after rank 2
-    assert "rank 2 fails on purpose" in outputs(UNITTEST)["rank2.stderr.log"].decode()
+    stderr = outputs(UNITTEST)["rank2.stderr.log"].decode()
+    assert "AssertionError: probe failure on rank 2" in stderr
 
 
 def test_bazel_timeout_shows_every_ranks_stack_and_leaves_nothing_running():

@@ -8,21 +8,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from bazel_harness import ROOT, reports, run, scratch_workspace
+from harness.bazel import ROOT, run, scratch_workspace
+from harness.launch import reports
 
 JOB = """
 load("@rules_py_distributed//rules:defs.bzl", "py_distributed_binary")
 
 py_distributed_binary(
     name = "job",
-    srcs = ["allreduce.py", "job.py"],
+    srcs = ["allreduce.py", "harness/__init__.py", "harness/probe.py", "job.py"],
     main = "job.py",
     nproc_per_node = 2,
     deps = ["@py_distributed_pypi//torch"],
 )
 """
 
-# The consumer's main: notes which Python runs each worker, then is the all-reduce probe.
+# The consumer's main: notes which Python runs each worker, then is the all-reduce probe (with its
+# library, tests/harness/probe.py, as the consumer's harness/probe.py).
 JOB_MAIN = """
 import os, runpy, sys
 
@@ -70,6 +72,9 @@ def consumer(tmp_path_factory):
     path = scratch_workspace(tmp_path_factory.mktemp("consumer"), packages)
     (path / "job.py").write_text(JOB_MAIN)
     shutil.copy(ROOT / "tests/e2e/allreduce.py", path)
+    (path / "harness").mkdir()
+    for name in ("__init__.py", "probe.py"):
+        shutil.copy(ROOT / "tests/harness" / name, path / "harness")
     yield path
     run(["bazel", "shutdown"], cwd=path)
 

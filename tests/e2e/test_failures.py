@@ -1,69 +1,37 @@
 """Failures, signals, concurrency, network exposure and bad input, on real processes."""
 
-import os
 import signal
-import subprocess
 import time
-import uuid
 
 import pytest
-from bazel_harness import BIN, reports, run, wait_for
-from procfs import listening_addresses, processes_with_env
+from harness.bazel import BIN, run, wait_for
+from harness.launch import MARGIN, finish, launch, reports
+from harness.procfs import listening_addresses, processes_with_env
+
+from py_distributed.launch.shutdown import SHUTDOWN_TIMEOUT_DEFAULT
+from py_distributed.protocol import RUN_ID_ENV
 
 STUB = BIN / "tests/e2e/allreduce"
 TARGET = "//tests/e2e:allreduce"
 
 
-@pytest.fixture
-def run_id(built):
-    """A rendezvous id for one test; afterwards no process of that run may be left."""
-    rdzv_id = f"test-{uuid.uuid4().hex}"
-    yield rdzv_id
-    left = lambda: processes_with_env("PY_DISTRIBUTED_RUN_ID", rdzv_id)  # noqa: E731
-    assert wait_for(lambda: not left(), timeout=15), f"orphans: {left()}"
-
-
-def launch(probe_dir, run_id, stub=STUB, **probe):
-    """Starts a probe binary (default: allreduce) in its own session with PROBE_* settings;
-    returns the Popen."""
-    env = {"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id}
-    env.update({f"PROBE_{k.upper()}": str(v) for k, v in probe.items()})
-    return subprocess.Popen(
-        [stub],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def finish(proc, timeout=120):
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, out
-
-
 def test_failing_rank_sets_exit_code_and_its_traceback_is_shown_once_with_its_rank(
     probe_dir, run_id
 ):
-    code, out = finish(launch(probe_dir, run_id, fail_rank=1, fail_code="raise"))
+    code, out = finish(launch(STUB, probe_dir, run_id, failures="1:raise"))
     assert code == 1, out
     assert out.count("RuntimeError: probe failure on rank 1") == 1, out
     assert "root cause: rank 1 exited with code 1 (local rank 1, " in out
 
 
 def test_failing_rank_exit_code_is_the_jobs(probe_dir, run_id):
-    code, out = finish(launch(probe_dir, run_id, fail_rank=1, fail_code=7))
+    code, out = finish(launch(STUB, probe_dir, run_id, failures="1:exit7"))
     assert code == 7, out
 
 
 def test_transient_failure_recovers_with_max_restarts(probe_dir, run_id, monkeypatch):
     monkeypatch.setenv("PET_MAX_RESTARTS", "1")
-    code, out = finish(launch(probe_dir, run_id, fail_rank=1, fail_code=3, fail_restarts=1))
+    code, out = finish(launch(STUB, probe_dir, run_id, failures="1:exit3"))
     assert code == 0, out
     assert [r["sum"] for r in reports(probe_dir)] == [2, 2]
 
@@ -71,7 +39,7 @@ def test_transient_failure_recovers_with_max_restarts(probe_dir, run_id, monkeyp
 def test_rank_stuck_and_deaf_to_sigterm_is_killed_in_bounded_time(probe_dir, run_id):
     # Rank 1 ignores SIGTERM and never returns, as a rank stuck in C++ would; rank 0 fails as
     # soon as both have reported.
-    proc = launch(probe_dir, run_id, stuck_rank=1, fail_rank=0, fail_code=5)
+    proc = launch(STUB, probe_dir, run_id, deaf_rank=1, failures="0:exit5")
     reported = wait_for(lambda: len(reports(probe_dir)) == 2, timeout=120, step=0.05)
     failed = time.monotonic()
     code, out = finish(proc)
@@ -79,12 +47,12 @@ def test_rank_stuck_and_deaf_to_sigterm_is_killed_in_bounded_time(probe_dir, run
     # Rank 1 outlived SIGTERM and was killed shutdown_timeout (default 5 s) after rank 0 failed,
     # not after torch elastic's fixed 30 s; 10 s more for a loaded 2-core machine. The run_id
     # fixture then checks that no process of the run is left.
-    assert time.monotonic() - failed < 5 + 10, out
+    assert time.monotonic() - failed < SHUTDOWN_TIMEOUT_DEFAULT + MARGIN, out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_to_launcher_stops_every_worker(probe_dir, run_id, sig):
-    proc = launch(probe_dir, run_id, sleep=120)
+    proc = launch(STUB, probe_dir, run_id, sleep=120)
     assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
     proc.send_signal(sig)
     code, out = finish(proc, timeout=60)
@@ -93,33 +61,34 @@ def test_signal_to_launcher_stops_every_worker(probe_dir, run_id, sig):
 
 
 def test_sigkill_of_launcher_leaves_no_worker(probe_dir, run_id):
-    proc = launch(probe_dir, run_id, sleep=120)
+    proc = launch(STUB, probe_dir, run_id, sleep=120)
     assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
-    workers = processes_with_env("PY_DISTRIBUTED_RUN_ID", run_id)
+    workers = processes_with_env(RUN_ID_ENV, run_id)
     assert len(workers) == 2
     proc.kill()
     finish(proc)
     # The run_id fixture then checks the process table: the kernel killed the orphans.
 
 
-def test_eight_concurrent_launches_all_succeed(tmp_path, run_id):
+def test_eight_concurrent_launches_all_succeed(tmp_path, run_ids):
+    ids = [run_ids() for _ in range(8)]
     runs = []
-    for i in range(8):
+    for i, run_id in enumerate(ids):
         probe = tmp_path / f"probe{i}"
         probe.mkdir()
-        runs.append((probe, launch(probe, f"{run_id}-{i}")))
+        runs.append((probe, launch(STUB, probe, run_id)))
     results = [(probe, *finish(proc, timeout=300)) for probe, proc in runs]  # all, even on failure
     for probe, code, out in results:
         assert code == 0, out
         assert [r["sum"] for r in reports(probe)] == [2, 2]
-    assert not any(processes_with_env("PY_DISTRIBUTED_RUN_ID", f"{run_id}-{i}") for i in range(8))
+    assert not any(processes_with_env(RUN_ID_ENV, run_id) for run_id in ids)
 
 
 def test_single_node_job_listens_on_loopback_only(probe_dir, run_id):
-    proc = launch(probe_dir, run_id, sleep=5)
+    proc = launch(STUB, probe_dir, run_id, sleep=5)
     try:
         assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
-        workers = processes_with_env("PY_DISTRIBUTED_RUN_ID", run_id)
+        workers = processes_with_env(RUN_ID_ENV, run_id)
         launcher = listening_addresses([proc.pid])
         listening = listening_addresses([proc.pid, *workers])
     finally:

@@ -8,7 +8,7 @@ starts), and the two must agree.
 import re
 
 import pytest
-from bazel_harness import run, scratch_workspace
+from harness.bazel import run, scratch_workspace
 
 from py_distributed.cluster import single_machine
 from py_distributed.errors import UsageError

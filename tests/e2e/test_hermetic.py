@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from bazel_harness import BIN, ROOT, bazel, reports, run
+from harness.bazel import BIN, ROOT, bazel, run
+from harness.launch import reports
 
 STUB = "tests/e2e/allreduce"
 # Variables a Bazel launch or a developer's shell may hold that would point the binary somewhere.

@@ -9,87 +9,33 @@ of 150 launches would take CI's 2 cores a quarter of an hour. The same scenarios
 times through the Bazel binary, on gloo (tests/e2e/root_cause.py).
 """
 
-import json
 import os
-import re
 import signal
-import subprocess
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bazel_harness import BIN, ROOT, run, wait_for
-from procfs import processes_with_env
+from harness.bazel import ROOT, wait_for
+from harness.launch import (
+    MARGIN,
+    MONITOR_INTERVAL,
+    ROOT_CAUSE,
+    ROOT_CAUSE_PROBE,
+    finish,
+    kill,
+    launch,
+    run_root_cause,
+)
 
 from py_distributed.launch import pipeline
 from py_distributed.launch.entry import InterpreterEntry
+from py_distributed.launch.shutdown import SHUTDOWN_TIMEOUT_DEFAULT
 
-STUB = BIN / "tests/e2e/root_cause"
 ECHO_PROBE = Path(__file__).with_name("echo_probe.py")
 RUNS = 30  # per scenario, in-process
 GLOO_RUNS = 2  # per scenario, through the Bazel binary on gloo
 CONCURRENCY = 3  # launches at a time: 12 processes importing torch on a 2-core machine
-# What a loaded 2-core machine may add to a bound: torch notices within its monitor interval, the
-# launcher then reports and exits. torch's own 30 s grace would overshoot it.
-MARGIN = 10
-SHUTDOWN_TIMEOUT_DEFAULT = 5  # py_distributed.launch.shutdown.SHUTDOWN_TIMEOUT_DEFAULT
-ROOT_CAUSE = re.compile(r": root cause: rank (\d+) ")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    root_rank: int | None  # as the report names it
-    failed_to_exit: float | None  # seconds from the last round's failure to the launcher's exit
-
-
-def launch(probe_dir: Path, run_id: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    """Starts the probe in its own session; PROBE_DIR and the run id are the test's."""
-    return subprocess.Popen(
-        [STUB],
-        env={**os.environ, "PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def run_once(probe_dir: Path, run_id: str, env: dict[str, str]) -> Outcome:
-    probe_dir.mkdir()
-    done = run([STUB], env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **env})
-    ended = time.time()
-    return _outcome(probe_dir, done.returncode, done.stdout, ended)
-
-
-def _outcome(probe_dir: Path, code: int, out: str, ended: float) -> Outcome:
-    found = ROOT_CAUSE.search(out)
-    failed = sorted(probe_dir.glob("failed*.json"))
-    failed_at = json.loads(failed[-1].read_text())["time"] if failed else None
-    return Outcome(
-        code,
-        out,
-        int(found[1]) if found else None,
-        ended - failed_at if failed_at is not None else None,
-    )
-
-
-@pytest.fixture
-def run_ids(built):
-    """Makes rendezvous ids for one test; afterwards no process of those runs may be left."""
-    made: list[str] = []
-
-    def make() -> str:
-        made.append(f"test-{uuid.uuid4().hex}")
-        return made[-1]
-
-    yield make
-    left = lambda: [p for r in made for p in processes_with_env("PY_DISTRIBUTED_RUN_ID", r)]  # noqa: E731
-    assert wait_for(lambda: not left(), timeout=15), f"orphans: {left()}"
 
 
 SCENARIOS = [
@@ -100,16 +46,13 @@ SCENARIOS = [
     # Round 0: rank 2 exits 3; after the restart, rank 1 exits 7: the last round decides.
     pytest.param("2:os_exit3,1:exit7", 1, 1, 7, id="restart-last-round-decides"),
 ]
-# torch elastic looks at its workers every monitor_interval (0.1 s by default) and then stops the
-# rest: with a longer look it finds the echoes ended too, where its own order gives the first
-# failure to the lowest rank, so these tests fail without the launcher's exit clock (torch's order
-# named rank 1 in 0 of 12 gloo runs of system-exit-7, rank 2 in 3 of 12 of sigkill, at 1 s).
-MONITOR_INTERVAL = "0.5"
 
 
 def echo_probe() -> InterpreterEntry:
-    """Workers that run echo_probe.py with the bare interpreter, the runtime on their path."""
-    return InterpreterEntry((str(ECHO_PROBE),), {"PYTHONPATH": str(ROOT / "runtime")})
+    """Workers that run echo_probe.py with the bare interpreter, the runtime and tests/harness (as
+    `harness`) on their path."""
+    path = os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "tests")])
+    return InterpreterEntry((str(ECHO_PROBE),), {"PYTHONPATH": path})
 
 
 @pytest.mark.parametrize(("failures", "max_restarts", "rank", "code"), SCENARIOS)
@@ -149,7 +92,9 @@ def test_on_gloo_through_the_binary_too(tmp_path, run_ids, failures, max_restart
     }
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         outcomes = list(
-            pool.map(lambda i: run_once(tmp_path / f"run{i}", run_ids(), env), range(GLOO_RUNS))
+            pool.map(
+                lambda i: run_root_cause(tmp_path / f"run{i}", run_ids(), env), range(GLOO_RUNS)
+            )
         )
     wrong = [o for o in outcomes if (o.code, o.root_rank) != (code, rank)]
     assert not wrong, "\n\n".join(f"exit {o.code}, rank {o.root_rank}:\n{o.out}" for o in wrong)
@@ -158,7 +103,7 @@ def test_on_gloo_through_the_binary_too(tmp_path, run_ids, failures, max_restart
 
 
 def test_a_rank_deaf_to_sigterm_is_killed_within_the_default_shutdown_timeout(tmp_path, run_ids):
-    outcome = run_once(
+    outcome = run_root_cause(
         tmp_path / "probe", run_ids(), {"PROBE_FAILURES": "1:exit7", "PROBE_DEAF_RANK": "2"}
     )
     assert (outcome.code, outcome.root_rank) == (7, 1), outcome.out
@@ -171,7 +116,7 @@ def test_a_rank_deaf_to_sigterm_is_killed_within_the_default_shutdown_timeout(tm
 def test_pet_shutdown_timeout_sets_the_bound_after_a_failure(tmp_path, run_ids):
     timeout = 12  # the default, 5, or torch's 30 would each fall outside [12, 12 + MARGIN)
     env = {"PROBE_FAILURES": "1:exit7", "PROBE_DEAF_RANK": "2", "PET_SHUTDOWN_TIMEOUT": "12"}
-    outcome = run_once(tmp_path / "probe", run_ids(), env)
+    outcome = run_root_cause(tmp_path / "probe", run_ids(), env)
     assert (outcome.code, outcome.root_rank) == (7, 1), outcome.out
     assert outcome.failed_to_exit is not None
     print(f"\ndeaf rank, PET_SHUTDOWN_TIMEOUT=12: failure to exit {outcome.failed_to_exit:.2f} s")
@@ -181,17 +126,15 @@ def test_pet_shutdown_timeout_sets_the_bound_after_a_failure(tmp_path, run_ids):
 def test_signal_to_launcher_stops_a_deaf_rank_within_the_same_shutdown_timeout(tmp_path, run_ids):
     probe_dir = tmp_path / "probe"
     probe_dir.mkdir()
-    proc = launch(probe_dir, run_ids(), {"PROBE_DEAF_RANK": "2"})  # ranks 0, 1 wait for it
+    proc = launch(ROOT_CAUSE_PROBE, probe_dir, run_ids(), deaf_rank=2)  # ranks 0, 1 wait for it
     try:
         assert wait_for(lambda: len(list(probe_dir.glob("up*.json"))) == 3, timeout=120)
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
-        out, _ = proc.communicate(timeout=120)
+        code, out = finish(proc, timeout=120)
         elapsed = time.monotonic() - stopped
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 128 + signal.SIGTERM, out
+        kill(proc)
+    assert code == 128 + signal.SIGTERM, out
     print(f"\ndeaf rank, SIGTERM to the launcher: signal to exit {elapsed:.2f} s")
     assert SHUTDOWN_TIMEOUT_DEFAULT <= elapsed < SHUTDOWN_TIMEOUT_DEFAULT + MARGIN, out

@@ -6,7 +6,8 @@ import shutil
 import sys
 
 import pytest
-from bazel_harness import ROOT, reports, run
+from harness.bazel import ROOT, run
+from harness.launch import probe_env, reports
 
 SEED_API = "tests/e2e/seed_api"
 EXPECTED_KWARGS = {
@@ -19,10 +20,6 @@ EXPECTED_KWARGS = {
     "layers": ["list", "[64, 32]"],
     "schedule": ["dict", "{'warmup': 1, 'decay': (0.1, None)}"],
 }
-
-
-def probe_env(probe_dir, **probe):
-    return {"PROBE_DIR": str(probe_dir), **{f"PROBE_{k.upper()}": str(v) for k, v in probe.items()}}
 
 
 def assert_typed_kwargs_from_the_launcher(found, world=2):
@@ -72,9 +69,13 @@ def test_a_runfiles_tree_without_its_stub_still_runs_with_set_python_path(
     # As a remote-execution input tree that carries the runfiles but not the binary's stub.
     tree = tmp_path / "seed_api.runfiles"
     shutil.copytree(built / (SEED_API + ".runfiles"), tree, symlinks=False)
-    (tree / "rules_py_distributed" / SEED_API).unlink()
-    main = tree / "rules_py_distributed" / (SEED_API + ".py")
-    imports = {"PYTHONPATH": str(tree / "rules_py_distributed" / "runtime")}
+    workspace = tree / "rules_py_distributed"
+    (workspace / SEED_API).unlink()
+    main = workspace / (SEED_API + ".py")
+    # The `imports` of the binary's libraries, as its stub would set them: //runtime's, and
+    # //tests/harness:probe's.
+    paths = [str(workspace / "runtime"), str(workspace / "tests")]
+    imports = {"PYTHONPATH": os.pathsep.join(paths)}
     refused = run([sys.executable, main], env={**probe_env(probe_dir), **imports})
     assert refused.returncode == 2 and "which has no stub seed_api" in refused.stdout
     done = run([sys.executable, main], env={**probe_env(probe_dir, pythonpath=1), **imports})
@@ -92,19 +93,21 @@ def test_a_runfiles_tree_without_its_stub_still_runs_with_set_python_path(
 )
 def test_outside_bazel_workers_rerun_the_module_or_script(probe_dir, argv, module):
     env = probe_env(probe_dir, **({"module": module} if module else {}))
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "tests/e2e")])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "runtime"), str(ROOT / "tests"), str(ROOT / "tests/e2e")]
+    )
     done = run(argv, env=env)
     assert done.returncode == 0, done.stdout
     assert_typed_kwargs_from_the_launcher(reports(probe_dir))
 
 
-@pytest.mark.parametrize(("code", "status"), [("7", 7), ("raise", 1)])
-def test_a_failed_rank_is_the_launchers_exit_status(built, probe_dir, code, status):
-    done = run([built / SEED_API], env=probe_env(probe_dir, fail_rank=1, fail_code=code))
+@pytest.mark.parametrize(("failures", "status"), [("1:exit7", 7), ("1:raise", 1)])
+def test_a_failed_rank_is_the_launchers_exit_status(built, probe_dir, failures, status):
+    done = run([built / SEED_API], env=probe_env(probe_dir, failures=failures))
     assert done.returncode == status, done.stdout
     assert "seed_api: environment changed: []" in done.stdout  # also when it raises SystemExit
-    if code == "raise":
-        assert done.stdout.count("RuntimeError: train failed on rank 1") == 1, done.stdout
+    if failures.endswith("raise"):
+        assert done.stdout.count("RuntimeError: probe failure on rank 1") == 1, done.stdout
 
 
 def test_scheduler_world_size_and_rank_do_not_make_the_launcher_a_worker(built, probe_dir):

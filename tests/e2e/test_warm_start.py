@@ -8,6 +8,7 @@ of tests/e2e/warm_probe.py reports what a forked worker finds. The CUDA rule run
 (warm_training.py), as maybe_run_training's callers are.
 """
 
+import os
 import re
 import signal
 import sys
@@ -15,32 +16,33 @@ import uuid
 from pathlib import Path
 
 import pytest
-import test_signals
-from bazel_harness import BIN, ROOT, reports, run, wait_for
-from procfs import listening_addresses, processes_with_env
-from test_failures import finish, launch
-from test_root_cause import MARGIN, ROOT_CAUSE, SHUTDOWN_TIMEOUT_DEFAULT, run_once
+from harness.bazel import BIN, ROOT, run, wait_for
+from harness.launch import (
+    MARGIN,
+    MONITOR_INTERVAL,
+    ROOT_CAUSE,
+    ROOT_CAUSE_PROBE,
+    finish,
+    launch,
+    probe_env,
+    reports,
+    run_root_cause,
+    stacks_by_rank,
+    start_signals_probe,
+)
+from harness.procfs import listening_addresses, processes_with_env
+
+from py_distributed.launch.shutdown import SHUTDOWN_TIMEOUT_DEFAULT
 
 METHODS = ["fork", "forkserver"]
 PROBE = BIN / "tests/e2e/warm_probe"
+ALLREDUCE = BIN / "tests/e2e/allreduce"
 TRAINING = Path(__file__).with_name("warm_training.py")
-
-
-@pytest.fixture
-def run_id(built):
-    """A rendezvous id for one test; afterwards no process of that run may be left. PET_RDZV_ID is
-    in the launcher's environment from its start, so its forked workers carry it in /proc too
-    (putenv never shows there) and so does the forkserver, started with the launcher's."""
-    rdzv_id = f"test-{uuid.uuid4().hex}"
-    yield rdzv_id
-    left = lambda: processes_with_env("PET_RDZV_ID", rdzv_id)  # noqa: E731
-    assert wait_for(lambda: not left(), timeout=15), f"orphans: {left()}"
 
 
 def probe(probe_dir, run_id, method, *args, stub=PROBE, **env):
     """Runs a binary to its end with PET_START_METHOD=method (unless None) and PROBE_* settings."""
-    settings = {"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id}
-    settings.update({f"PROBE_{k.upper()}": str(v) for k, v in env.items()})
+    settings = probe_env(probe_dir, run_id, **env)
     if method:
         settings["PET_START_METHOD"] = method
     return run([stub, *args], env=settings)
@@ -101,14 +103,14 @@ def test_each_process_removes_what_the_programs_top_level_made_in_it(training, m
 def test_a_bad_input_found_after_the_forkserver_started_leaves_nothing_running(probe_dir, run_id):
     # The launcher starts the forkserver before it imports torch, then checks torchrun's flags.
     settings = {"PET_START_METHOD": "forkserver", "PET_LOG_DIR": "/proc/py_distributed"}
-    done = run([PROBE], env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **settings})
+    done = run([PROBE], env={**probe_env(probe_dir, run_id), **settings})
     assert done.returncode == 2, done.stdout
     assert done.stdout.splitlines() == [
         "//tests/e2e:warm_probe: error: log_dir='/proc/py_distributed' (from --log-dir or"
         " PET_LOG_DIR): cannot write there; choose a writable directory"
     ]
     # The run_id fixture then checks that no process of the run is left: the forkserver has the
-    # launcher's environment.
+    # launcher's environment, PET_RDZV_ID included.
 
 
 def test_start_method_in_build_and_pet_start_method_over_it(probe_dir, run_id):
@@ -148,12 +150,9 @@ def test_first_failed_rank_is_the_root_cause_and_its_code_the_jobs(
 ):
     env = {"PROBE_FAILURES": failures, "PET_START_METHOD": method}
     # A longer look than torch's 0.1 s: torch elastic then finds the echoes ended too, and would
-    # name the lowest rank (test_root_cause.MONITOR_INTERVAL).
-    env["PET_MONITOR_INTERVAL"] = "0.5"
-    done = run(
-        [BIN / "tests/e2e/root_cause"],
-        env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **env},
-    )
+    # name the lowest rank (harness.launch.MONITOR_INTERVAL).
+    env["PET_MONITOR_INTERVAL"] = MONITOR_INTERVAL
+    done = run([ROOT_CAUSE_PROBE], env={**probe_env(probe_dir, run_id), **env})
     found = ROOT_CAUSE.search(done.stdout)
     assert (done.returncode, int(found[1]) if found else None) == (code, rank), done.stdout
     # The echoes follow, each once: those that torch elastic stopped before they had failed on
@@ -167,7 +166,7 @@ def test_first_failed_rank_is_the_root_cause_and_its_code_the_jobs(
 @pytest.mark.parametrize("method", METHODS)
 def test_a_rank_deaf_to_sigterm_is_killed_within_the_shutdown_timeout(tmp_path, run_id, method):
     env = {"PROBE_FAILURES": "1:exit7", "PROBE_DEAF_RANK": "2", "PET_START_METHOD": method}
-    outcome = run_once(tmp_path / "probe", run_id, env)
+    outcome = run_root_cause(tmp_path / "probe", run_id, env)
     assert (outcome.code, outcome.root_rank) == (7, 1), outcome.out
     assert outcome.failed_to_exit is not None
     # torch elastic's MultiprocessContext would wait 30 s before its SIGKILL.
@@ -177,11 +176,7 @@ def test_a_rank_deaf_to_sigterm_is_killed_within_the_shutdown_timeout(tmp_path, 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_transient_failure_recovers_with_max_restarts(probe_dir, run_id, method):
     restarts = {"PET_MAX_RESTARTS": "1", "PET_START_METHOD": method}
-    failing = {"PROBE_FAIL_RANK": "1", "PROBE_FAIL_CODE": "3", "PROBE_FAIL_RESTARTS": "1"}
-    done = run(
-        [BIN / "tests/e2e/allreduce"],
-        env={"PROBE_DIR": str(probe_dir), "PET_RDZV_ID": run_id, **restarts, **failing},
-    )
+    done = run([ALLREDUCE], env={**probe_env(probe_dir, run_id, failures="1:exit3"), **restarts})
     assert done.returncode == 0, done.stdout
     assert [r["sum"] for r in reports(probe_dir)] == [2, 2]
 
@@ -190,11 +185,11 @@ def test_a_transient_failure_recovers_with_max_restarts(probe_dir, run_id, metho
 def test_sigterm_shows_each_ranks_stacks_under_its_rank_then_stops(probe_dir, run_id, method):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PET_START_METHOD", method)
-        proc = test_signals.start(probe_dir, run_id)
+        proc = start_signals_probe(probe_dir, run_id)
     proc.send_signal(signal.SIGTERM)
     code, out = finish(proc, timeout=60)
     assert code == 128 + signal.SIGTERM, out
-    blocks = test_signals.stacks_by_rank(out)
+    blocks = stacks_by_rank(out)
     assert sorted(blocks) == [0, 1], out
     for stacks in blocks.values():
         assert "in wait_for_preemption" in stacks and "in helper_thread_waits" in stacks, out
@@ -204,7 +199,7 @@ def test_sigterm_shows_each_ranks_stacks_under_its_rank_then_stops(probe_dir, ru
 def test_sigkill_of_launcher_leaves_no_worker(probe_dir, run_id, method):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PET_START_METHOD", method)
-        proc = test_signals.start(probe_dir, run_id)
+        proc = start_signals_probe(probe_dir, run_id)
     workers = [int(p.read_text()) for p in probe_dir.glob("rank*.ready")]
     assert all(pid in processes_with_env("PET_RDZV_ID", run_id) for pid in workers)
     proc.kill()
@@ -216,7 +211,7 @@ def test_sigkill_of_launcher_leaves_no_worker(probe_dir, run_id, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_a_single_node_job_listens_on_loopback_only(probe_dir, run_id, method, monkeypatch):
     monkeypatch.setenv("PET_START_METHOD", method)
-    proc = launch(probe_dir, run_id, sleep=2)
+    proc = launch(ALLREDUCE, probe_dir, run_id, sleep=2)
     try:
         assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
         workers = [int(str(r["pid"])) for r in reports(probe_dir)]
@@ -235,10 +230,9 @@ def training(tmp_path):
         probe_dir = tmp_path / uuid.uuid4().hex
         probe_dir.mkdir()
         settings = {
-            "PROBE_DIR": str(probe_dir),
+            **probe_env(probe_dir, **env),
             "PET_START_METHOD": method,
-            "PYTHONPATH": str(ROOT / "runtime"),
-            **{f"PROBE_{k.upper()}": str(v) for k, v in env.items()},
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime"), str(ROOT / "tests")]),
         }
         done = run([sys.executable, TRAINING], env=settings)
         return done, reports(probe_dir)

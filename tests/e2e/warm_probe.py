@@ -13,7 +13,6 @@ made (tests/e2e/warm_probe_scratch.py) are still there after rank 0's exit handl
 
 import atexit
 import gc
-import json
 import logging
 import multiprocessing
 import os
@@ -23,6 +22,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from harness import probe
 
 import tests.e2e.warm_probe_scratch as scratch
 from py_distributed import is_distributed_worker
@@ -33,7 +33,6 @@ def main() -> None:
     total = torch.ones(1)
     dist.all_reduce(total)
     rank = dist.get_rank()
-    probe_dir = os.environ["PROBE_DIR"]
     with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
         libcuda = "/libcuda.so" in maps.read()
     report = {
@@ -60,8 +59,8 @@ def main() -> None:
     }
     if rank == 1 and os.environ.get("PROBE_SCRATCH"):
         report["scratch_kept"] = _kept_after_exit_of_rank0(report["scratch"])
-    atexit.register(write, os.path.join(probe_dir, f"exit{rank}"), {"rank": rank})
-    write(os.path.join(probe_dir, f"rank{rank}.json"), report)
+    atexit.register(probe.write_report, f"exit{rank}", {"rank": rank})
+    probe.write_report(f"rank{rank}.json", report)
     dist.destroy_process_group()
     if os.environ.get("PROBE_EXIT") == "os_exit0":
         os._exit(0)
@@ -80,12 +79,6 @@ def _kept_after_exit_of_rank0(directories: list[str]) -> list[bool]:
     while time.monotonic() < deadline and all(map(os.path.isdir, directories)):
         time.sleep(0.01)
     return [os.path.isdir(directory) for directory in directories]
-
-
-def write(path: str, report: dict[str, object]) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(report, f)
-    os.replace(path + ".tmp", path)  # readers never see half a report
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 target's attributes, with the image of the target or the flag, and builds none without one."""
 
 import yaml
-from bazel_harness import BIN, bazel
+from harness.bazel import BIN, bazel
 from k8s_controllers import jobset_pods
 
 from py_distributed.submit import kubernetes, kubernetes_manifests

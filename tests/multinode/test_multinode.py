@@ -1,15 +1,17 @@
-"""Multi-node jobs on simulated hosts (netns.py): one launcher per host, the cluster described by
-TF_CONFIG, SLURM or Kubernetes variables, torch's c10d rendezvous across hosts, gloo between."""
+"""Multi-node jobs on simulated hosts (tests/harness/netns.py): one launcher per host, the cluster
+described by TF_CONFIG, SLURM or Kubernetes variables, torch's c10d rendezvous across hosts, gloo
+between."""
 
 import json
 import os
 import re
 import time
 
-import netns
 import pytest
-from bazel_harness import reports, wait_for
-from procfs import processes_with_env
+from harness import netns
+from harness.bazel import wait_for
+from harness.launch import reports
+from harness.procfs import processes_with_env
 
 ALLREDUCE = "tests/e2e/allreduce"  # a py_distributed_binary, nproc_per_node = 2
 SEED_API = "tests/e2e/seed_api"  # a plain py_binary calling maybe_run_training, nproc 2

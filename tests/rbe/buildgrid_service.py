@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/, when run alone
-from procfs import listening_addresses, processes_with_env  # noqa: E402
+from harness.procfs import listening_addresses, processes_with_env  # noqa: E402
 
 BUILDGRID = HERE.parents[1] / ".venv" / "buildgrid" / "bin"
 STEP_TIMEOUT_S = 60  # for each step of the bring-up

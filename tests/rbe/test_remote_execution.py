@@ -15,7 +15,7 @@ from pathlib import Path
 import buildgrid_service
 import pytest
 import torch
-from bazel_harness import ROOT, bazel, run
+from harness.bazel import ROOT, bazel, run
 
 # The distributed tests of the project, the failing-on-purpose (manual) ones left out.
 QUERY = (

@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from procfs import listening_addresses
+from harness.procfs import listening_addresses
 from torch.distributed.elastic.rendezvous import RendezvousParameters, dynamic_rendezvous
 
 from py_distributed.cluster import single_machine

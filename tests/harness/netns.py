@@ -4,7 +4,8 @@ Every host sees the others by name through /etc/netns/<ns>/hosts, which `ip netn
 over /etc/hosts. The machine's own host name resolves as in /etc/hosts, to loopback on many real
 machines: exactly what makes gloo advertise 127.0.0.1 unless told an interface. With
 `pod_hostnames`, it resolves to each host's own address instead, as a Kubernetes pod's does.
-Needs root (CAP_NET_ADMIN) and iproute2.
+Needs root (CAP_NET_ADMIN) and iproute2. `ip`, `pids`, `kill_all`, `remove_netns` and `alive` are
+for other harnesses that make namespaces of their own (tests/cluster/slurm_cluster.py).
 """
 
 import contextlib
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def _ip(*args: str) -> str:
+def ip(*args: str) -> str:
+    """Runs `ip ARGS`; its stdout, or a RuntimeError with its stderr."""
     done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
@@ -50,7 +52,12 @@ class Host:
 
     def pids(self) -> list[int]:
         """The processes living in this host's network namespace."""
-        return [int(p) for p in _ip("netns", "pids", self.netns).split()]
+        return pids(self.netns)
+
+
+def pids(netns: str) -> list[int]:
+    """The processes living in the network namespace `netns`."""
+    return [int(p) for p in ip("netns", "pids", netns).split()]
 
 
 _clusters = itertools.count()
@@ -70,18 +77,18 @@ def hosts(count: int, *, pod_hostnames: bool = False) -> Iterator[list[Host]]:
     made: list[Host] = []
     made_netns_dir = not _NETNS.exists()
     try:
-        _ip("link", "add", bridge, "type", "bridge")
-        _ip("link", "set", bridge, "up")
+        ip("link", "add", bridge, "type", "bridge")
+        ip("link", "set", bridge, "up")
         for index in range(1, count + 1):
             host = Host(f"{tag}h{index}", f"node{index}.{tag}", f"{subnet}.{index}")
             made.append(host)
-            _ip("netns", "add", host.netns)
-            _ip("link", "add", f"{tag}v{index}", "type", "veth", "peer", "name", "eth0",
-                "netns", host.netns)  # fmt: skip
-            _ip("link", "set", f"{tag}v{index}", "master", bridge, "up")
-            _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
-            _ip("-n", host.netns, "link", "set", "eth0", "up")
-            _ip("-n", host.netns, "link", "set", "lo", "up")
+            ip("netns", "add", host.netns)
+            ip("link", "add", f"{tag}v{index}", "type", "veth", "peer", "name", "eth0",
+               "netns", host.netns)  # fmt: skip
+            ip("link", "set", f"{tag}v{index}", "master", bridge, "up")
+            ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            ip("-n", host.netns, "link", "set", "eth0", "up")
+            ip("-n", host.netns, "link", "set", "lo", "up")
         everyone = "".join(f"{h.address} {h.name}\n" for h in made)
         machine = Path("/etc/hosts").read_text()
         for host in made:
@@ -91,22 +98,23 @@ def hosts(count: int, *, pod_hostnames: bool = False) -> Iterator[list[Host]]:
             (_NETNS / host.netns / "hosts").write_text(own + machine + everyone)
         yield made
     finally:
-        survivors = [pid for host in made for pid in _kill_all(host.netns)]
+        survivors = [pid for host in made for pid in kill_all(host.netns)]
         for index, host in enumerate(made, 1):
             with contextlib.suppress(RuntimeError):
-                _ip("link", "del", f"{tag}v{index}")
-            _remove_netns(host.netns)
+                ip("link", "del", f"{tag}v{index}")
+            remove_netns(host.netns)
         with contextlib.suppress(RuntimeError):
-            _ip("link", "del", bridge)
+            ip("link", "del", bridge)
         if made_netns_dir:
             with contextlib.suppress(OSError):
                 _NETNS.rmdir()
         assert not survivors, f"processes that SIGKILL did not end: {survivors}"
 
 
-def _remove_netns(netns: str) -> None:
+def remove_netns(netns: str) -> None:
+    """Deletes the network namespace `netns` and its /etc/netns directory, if they are there."""
     with contextlib.suppress(RuntimeError):
-        _ip("netns", "del", netns)
+        ip("netns", "del", netns)
     with contextlib.suppress(FileNotFoundError):
         for leftover in (_NETNS / netns).iterdir():
             leftover.unlink()
@@ -115,33 +123,33 @@ def _remove_netns(netns: str) -> None:
 
 def _remove_leftovers() -> None:
     """Removes the hosts of test processes that died before their teardown ran (a SIGKILL)."""
-    for netns in _ip("netns", "list").split():
+    for netns in ip("netns", "list").split():
         match = _OURS.match(netns)
-        if match and not _alive(int(match[1])):
-            _kill_all(netns)
-            _remove_netns(netns)
-    for link in re.findall(r"^\d+: (pyd\d+c\d+\w+?)[@:]", _ip("link", "show"), re.M):
+        if match and not alive(int(match[1])):
+            kill_all(netns)
+            remove_netns(netns)
+    for link in re.findall(r"^\d+: (pyd\d+c\d+\w+?)[@:]", ip("link", "show"), re.M):
         match = _OURS.match(link)
-        if match and not _alive(int(match[1])):
+        if match and not alive(int(match[1])):
             with contextlib.suppress(RuntimeError):
-                _ip("link", "del", link)
+                ip("link", "del", link)
 
 
-def _alive(pid_suffix: int) -> bool:
+def alive(pid_suffix: int) -> bool:
     """Whether a live process has a pid ending like a tag's (tags keep pid % 100000)."""
     return any(int(p) % 100000 == pid_suffix for p in os.listdir("/proc") if p.isdigit())
 
 
-def _kill_all(netns: str) -> list[int]:
+def kill_all(netns: str) -> list[int]:
     """SIGKILLs every process in `netns`; returns those still there after 5 s."""
-    pids: list[int] = []
+    found: list[int] = []
     for _ in range(50):
         with contextlib.suppress(RuntimeError):
-            pids = [int(p) for p in _ip("netns", "pids", netns).split()]
-        if not pids:
+            found = pids(netns)
+        if not found:
             return []
-        for pid in pids:
+        for pid in found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
-    return pids
+    return found

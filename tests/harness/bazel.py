@@ -1,6 +1,6 @@
-"""e2e helpers: run commands and Bazel with cleanup, read rank reports and strace logs."""
+"""Commands and Bazel, run with cleanup: this checkout's ROOT and BIN (bazel-bin), `run` and
+`bazel`, `wait_for`, scratch workspaces that use this checkout, and the reader of strace logs."""
 
-import json
 import os
 import re
 import signal
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bazel-bin"
 
 
@@ -44,12 +44,6 @@ def bazel(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     return run(["bazel", *args], env=env)
 
 
-def reports(probe_dir: Path) -> list[dict[str, object]]:
-    """The rank reports, ordered by rank."""
-    found = [json.loads(p.read_text(encoding="utf-8")) for p in probe_dir.glob("rank*.json")]
-    return sorted(found, key=lambda r: int(str(r["rank"])))
-
-
 @dataclass(frozen=True)
 class Exec:
     """One successful execve seen by strace."""
@@ -77,6 +71,7 @@ def parse_strace(prefix: Path) -> list[Exec]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    """Polls `predicate` every `step` seconds for `timeout` seconds; whether it came true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
