@@ -42,6 +42,21 @@ def no_scheduler_variables():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signals_as_from_a_terminal():
+    """A shell's background job starts with SIGINT and SIGQUIT ignored, and every process it starts
+    inherits that (a new interpreter keeps an ignored SIGINT). The tests' jobs start as from a
+    terminal, with the default actions, however pytest itself was started."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    if previous[signal.SIGINT] == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if previous[signal.SIGQUIT] == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 @pytest.fixture(scope="session")
 def built() -> Path:
     """Builds every target once; returns bazel-bin."""
