@@ -1,8 +1,9 @@
-"""The failed workers of a launch, from torch elastic's report and the workers' own records.
+"""How a launch failed, from what torch elastic raised: its failed workers, or its rendezvous.
 
 torch elastic reports each worker it started with a command (`ChildFailedError.failures`), but of
 the workers it forked (`launch.warm_start`) only the first failure it finds. The others come from
-the finder (`launch.workers`), which also gives every failure its end time for the root cause.
+the finder (`launch.workers`), which also gives every failure its end time for the root cause. A
+rendezvous that did not form gets one line that says why, where torch's own message may be empty.
 """
 
 import os
@@ -10,10 +11,22 @@ import signal
 from collections.abc import Collection
 
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+from torch.distributed.elastic.rendezvous import (
+    RendezvousClosedError,
+    RendezvousConnectionError,
+    RendezvousError,
+    RendezvousTimeoutError,
+)
+from torch.distributed.launcher.api import LaunchConfig
 
 from py_distributed.launch.root_cause import Failure, in_order
 from py_distributed.launch.workers import Workers
 from py_distributed.protocol import Record
+
+# torch elastic's defaults (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py,
+# c10d_rendezvous_backend.py).
+_JOIN_TIMEOUT_DEFAULT = 600
+_READ_TIMEOUT_DEFAULT = 60
 
 
 def collected(failed: ChildFailedError, workers: Workers) -> list[Failure]:
@@ -85,3 +98,31 @@ def _error_text(failure: ProcessFailure) -> tuple[str, str]:
         return str(message.get("extraInfo", {}).get("py_callstack") or headline).rstrip(), headline
     text = str(message).rstrip()
     return text, text.rpartition("\n")[2].strip()
+
+
+def rendezvous(config: LaunchConfig, error: RendezvousError) -> str:
+    """One line for a rendezvous that did not form: torch's own message may be empty."""
+    nodes = str(config.min_nodes)
+    if config.max_nodes != config.min_nodes:
+        nodes += f" to {config.max_nodes}"
+    where = f"rendezvous {config.run_id} at {config.rdzv_endpoint}"
+    timeout = config.rdzv_configs.get("join_timeout", _JOIN_TIMEOUT_DEFAULT)
+    fix = "start every node with the same cluster description, or raise join_timeout"
+    if isinstance(error, RendezvousTimeoutError):
+        return f"{where} timed out: {nodes} nodes did not all join within {timeout} s; {fix}"
+    if isinstance(error, RendezvousClosedError):  # another node gave up first, and closed it
+        return (
+            f"{where} was closed by another node before {nodes} nodes joined (it timed out after"
+            f" {timeout} s, or stopped); {fix}"
+        )
+    if isinstance(error, RendezvousConnectionError):  # torch's own message only says "see inner"
+        read_timeout = config.rdzv_configs.get("read_timeout", _READ_TIMEOUT_DEFAULT)
+        cause = str(error.__cause__ or "no detail").splitlines()[0]
+        return (
+            f"{where}: the chief's store did not answer (read_timeout={read_timeout} s; {cause});"
+            " start the chief node, or check the address and that this node reaches it"
+        )
+    return (
+        f"{where} failed ({type(error).__name__}: {error or 'no detail'}); check that the chief"
+        " node runs and that this node reaches it"
+    )

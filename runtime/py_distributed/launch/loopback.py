@@ -29,6 +29,8 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
     RendezvousTimeout,
 )
 
+from py_distributed.launch import facilities
+
 # The backend's name, under which torch elastic finds it, and where it listens.
 BACKEND = "c10d-loopback"
 ADDRESS = "127.0.0.1"
@@ -42,13 +44,24 @@ def register() -> None:
 
 def _store(timeout: timedelta) -> TCPStore:
     listener = socket.create_server((ADDRESS, 0))
+    with listener:
+        try:
+            store = _listening(listener, timeout)
+        except NotImplementedError:  # torch 2.4's libuv store takes no socket; its own one does
+            store = _listening(listener, timeout, use_libuv=False)
+        listener.detach()  # the store owns the socket from now on
+    return store
+
+
+def _listening(listener: socket.socket, timeout: timedelta, **backend: bool) -> TCPStore:
     return TCPStore(
         ADDRESS,
         listener.getsockname()[1],
         is_master=True,
         multi_tenant=True,
-        master_listen_fd=listener.detach(),  # the store owns the socket from now on
+        master_listen_fd=listener.fileno(),
         timeout=timeout,
+        **backend,
     )
 
 
@@ -68,8 +81,9 @@ class _LoopbackHandler(DynamicRendezvousHandler):
     @property
     def use_agent_store(self) -> bool:
         # Workers must use the launcher's loopback store: with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
-        # rank 0 would host a store of its own, on every interface.
-        return True
+        # rank 0 would host a store of its own, on every interface. A torch whose rendezvous has
+        # no store for the workers (2.4) has them do just that (`facilities.weaker` says so).
+        return facilities.shares_agent_store()
 
     def _create_tcp_store_server(self, master_addr: str, master_port: int) -> TCPStore:
         return _store(self.store_timeout)
@@ -79,6 +93,8 @@ class _LoopbackHandler(DynamicRendezvousHandler):
         # attempt (torch/distributed/rendezvous.py): restarted ranks then read the last round's
         # gloo addresses and fail with "Connection refused". One node: rank 0 makes a new one.
         self._shared_tcp_store_server = None
+        if hasattr(self, "_bootstrap_store_info"):  # torch 2.11 makes a new one only without it
+            self._bootstrap_store_info = None
         with _unskewed():
             return super().next_rendezvous()
 
@@ -88,6 +104,8 @@ def _unskewed() -> Iterator[None]:
     """Skips the random wait of 0 to 0.3 s before a first round, by which torch skews the joins of
     many nodes to spare their backend (DynamicRendezvousHandler.next_rendezvous): one node has
     nothing to skew, and the wait would be a tenth of a warm start. torch's one-second polls stay.
+    (torch 2.15 also waits a range as the back-off of its compare-and-set, which only
+    cas_backoff_max_seconds > 0 turns on: this handler leaves it at 0.)
     """
     # The module's own name for rendezvous/utils.py's _delay, which it calls for both waits.
     delay = getattr(dynamic_rendezvous, "_delay", None)
@@ -138,6 +156,7 @@ class _Settings:
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
     conf = _Settings.of(params)
     store = _store(conf.read_timeout)
+    keep_alive = (conf.keep_alive_interval, conf.keep_alive_max_attempt)
     handler = _LoopbackHandler.from_backend(
         params.run_id,
         store,
@@ -146,8 +165,7 @@ def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
         params.max_nodes,
         params.local_addr,
         conf.timeout,
-        conf.keep_alive_interval,
-        conf.keep_alive_max_attempt,
+        *(keep_alive if facilities.takes_keep_alive() else ()),  # torch 2.4: 5 s, 3 tries
     )
     handler.store_timeout = conf.read_timeout
     return handler  # type: ignore[no-any-return]  # from_backend is unannotated

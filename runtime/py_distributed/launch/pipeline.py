@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from py_distributed.cluster import Cluster, machine_from_env
 from py_distributed.errors import EXIT_USAGE, UsageError, print_usage_error
-from py_distributed.launch import environment, warm_start
+from py_distributed.launch import environment, facilities, warm_start
 from py_distributed.launch.entry import WorkerEntry
 from py_distributed.launch.root_cause import Outcome
 from py_distributed.protocol import LAUNCHER_PID_ENV, RUN_ID_ENV
@@ -50,6 +50,7 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="py_distributed-"))
         try:
             refuse_foreign_worker(os.environ)
+            facilities.check_minimum()
             cluster = job.cluster or machine_from_env(os.environ)
             resolved = config.resolve(
                 job.explicit, job.explicit_source, job.torchrun_args, os.environ, cluster

@@ -9,30 +9,50 @@ path passes on (agent/server/api.py). So `bounded` SIGKILLs the workers still ru
 """
 
 import contextlib
+import os
 import sys
 import threading
 from collections.abc import Iterator
 
+from torch.distributed.launcher.api import LaunchConfig
+
+from py_distributed.errors import UsageError
+from py_distributed.launch import facilities
 from py_distributed.launch.workers import Workers
 
 # torchrun's --shutdown-timeout (PET_SHUTDOWN_TIMEOUT, TORCH_ELASTIC_SHUTDOWN_TIMEOUT) when the
 # user set none: how long workers get between SIGTERM and SIGKILL. torch's 30 s is long for a
 # developer waiting at a terminal for a failed job to give the prompt back.
 SHUTDOWN_TIMEOUT_DEFAULT = 5
-SHUTDOWN_TIMEOUT_VARIABLES = frozenset({"PET_SHUTDOWN_TIMEOUT", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"})
+_TORCH_VARIABLE = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # torch's own, read where no flag set one
+SHUTDOWN_TIMEOUT_VARIABLES = frozenset({"PET_SHUTDOWN_TIMEOUT", _TORCH_VARIABLE})
+
+
+def timeout(config: LaunchConfig) -> float:
+    """This launch's shutdown_timeout: torch's LaunchConfig has it where torchrun has
+    --shutdown-timeout (None there: TORCH_ELASTIC_SHUTDOWN_TIMEOUT, else torch's 30 s); where it
+    has not (torch 2.11 and older), SHUTDOWN_TIMEOUT_DEFAULT, which the bound after a failure
+    keeps and a stop signal cannot (`facilities.weaker` says so)."""
+    if "shutdown_timeout" not in facilities.launch_config_fields():
+        return SHUTDOWN_TIMEOUT_DEFAULT
+    value = getattr(config, "shutdown_timeout", None)
+    if value is not None:
+        return float(value)
+    variable = os.environ.get(_TORCH_VARIABLE) or str(facilities.TORCH_FIXED_SHUTDOWN_SECONDS)
+    try:
+        return float(variable)
+    except ValueError:
+        raise UsageError(f"{_TORCH_VARIABLE}={variable!r}: use a number of seconds") from None
 
 
 @contextlib.contextmanager
-def bounded(workers: Workers, timeout: float | None, *, name: str) -> Iterator[None]:
+def bounded(workers: Workers, timeout: float, *, name: str) -> Iterator[None]:
     """Inside the block, the workers running when one fails (not those of a restart, started
-    later) have `timeout` seconds to end, then are SIGKILLed; None enforces no bound.
+    later) have `timeout` seconds to end, then are SIGKILLed.
 
     A worker whose status the finder could not read (torch reaped it first) starts nothing: it may
     have succeeded, and if it failed, torch's SIGTERM ends the others, and their exits do.
     """
-    if timeout is None:
-        yield
-        return
     lock = threading.Lock()
     bounds: list[set[int]] = []  # the workers each failure doomed that still run
     timers: list[threading.Timer] = []

@@ -21,7 +21,7 @@ the list (SIGQUIT by default) to torch elastic.
 """
 
 import contextlib
-import dataclasses
+import copy
 import os
 import signal
 import socket
@@ -35,6 +35,7 @@ from torch.distributed.elastic.multiprocessing import api as torch_processes
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.launcher.api import LaunchConfig
 
+from py_distributed.launch import facilities
 from py_distributed.launch.workers import Worker, Workers
 from py_distributed.protocol import DUMP_SIGNAL, stacks_file
 
@@ -65,18 +66,24 @@ def handled(config: LaunchConfig, workers: Workers, *, name: str) -> Iterator[La
     if threading.current_thread() is not threading.main_thread():
         yield config
         return
-    listed = [part.strip() for part in config.signals_to_handle.split(",")]
+    # A torch without the knob (2.4) takes SIGTERM, SIGINT, SIGHUP and SIGQUIT itself each time
+    # workers start, over any handler of ours: it keeps them, and the launch shows no stacks.
+    knob = "signals_to_handle" in facilities.launch_config_fields()
+    listed = [part.strip() for part in config.signals_to_handle.split(",")] if knob else []
     stops = [sig for sig in STOP_SIGNALS if sig.name in listed and DUMP_SIGNAL is not None]
     taken = {sig.name for sig in (*stops, *FORWARDED_SIGNALS)}
     left_to_torch = ",".join(part for part in listed if part and part not in taken)
     previous = {sig: signal.getsignal(sig) for sig in (*stops, *FORWARDED_SIGNALS)}
     handlers = _Handlers(name, workers)
+    told = copy.copy(config)  # not dataclasses.replace, which runs torch's CUDA probe again
+    if knob:
+        told.signals_to_handle = left_to_torch or _TORCH_FALLBACK
     try:
         for sig in stops:
             signal.signal(sig, handlers.stop)
         for sig in FORWARDED_SIGNALS:
             signal.signal(sig, handlers.forward)
-        yield dataclasses.replace(config, signals_to_handle=left_to_torch or _TORCH_FALLBACK)
+        yield told
     finally:
         for sig, handler in previous.items():
             if handler is not None:  # None: installed outside Python, cannot be put back

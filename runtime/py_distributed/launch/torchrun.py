@@ -7,7 +7,7 @@ left as it was); `run` does, and turns the outcome into the exit status the job 
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -15,16 +15,19 @@ import torch
 from torch.distributed import run as torch_run
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.elastic.rendezvous import (
-    RendezvousClosedError,
-    RendezvousConnectionError,
-    RendezvousError,
-    RendezvousTimeoutError,
-)
+from torch.distributed.elastic.rendezvous import RendezvousError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from py_distributed.errors import UsageError, exit_code_of_worker
-from py_distributed.launch import console, environment, failures, loopback, shutdown, signals
+from py_distributed.launch import (
+    console,
+    environment,
+    facilities,
+    failures,
+    loopback,
+    shutdown,
+    signals,
+)
 from py_distributed.launch.entry import WorkerEntry
 from py_distributed.launch.root_cause import Failure, Outcome, report
 from py_distributed.launch.warm_start import CUDA_CHECK_WITHOUT_INIT
@@ -40,6 +43,8 @@ class Launch:
 
     argv: list[str]  # torchrun's command line, printed when asked (console.VERBOSE_ENV)
     banner: str  # the line a person reads first
+    weaker: list[str]  # what this torch lacks that the launch would use (`facilities.weaker`)
+    shutdown_timeout: float  # seconds the others get after a failure (`shutdown.timeout`)
     config: LaunchConfig
     entrypoint: str | Callable[..., Any]
     entrypoint_args: list[str]
@@ -48,10 +53,6 @@ class Launch:
     local_workers: int
 
 
-# torch elastic's defaults (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py,
-# c10d_rendezvous_backend.py).
-_JOIN_TIMEOUT_DEFAULT = 600
-_READ_TIMEOUT_DEFAULT = 60
 # How long a failed multi-node launcher keeps its rendezvous store up for the other nodes.
 _STORE_LINGER_SECONDS = 2
 
@@ -69,8 +70,9 @@ _OWNED_PET_VARIABLES = (
 )
 
 
-def torchrun_argv(config: TorchrunConfig) -> list[str]:
-    """torchrun's flags, every setting explicit so that no stray PET_* variable can change it."""
+def torchrun_argv(config: TorchrunConfig, known: Collection[str]) -> list[str]:
+    """torchrun's flags, every setting explicit so that no stray PET_* variable can change it;
+    `known` are the flags this torchrun has."""
     backend, endpoint, local_addr = config.rdzv_backend, config.rdzv_endpoint, config.local_addr
     if config.standalone:
         backend, endpoint, local_addr = loopback.BACKEND, f"{loopback.ADDRESS}:0", loopback.ADDRESS
@@ -92,7 +94,10 @@ def torchrun_argv(config: TorchrunConfig) -> list[str]:
         flags.append(f"--local-addr={local_addr}")
     if config.node_rank is not None:
         flags.append(f"--node-rank={config.node_rank}")
-    if not shutdown.SHUTDOWN_TIMEOUT_VARIABLES & os.environ.keys():
+    if (
+        "--shutdown-timeout" in known
+        and not shutdown.SHUTDOWN_TIMEOUT_VARIABLES & os.environ.keys()
+    ):
         # Short for interactive use; the user's variable, or their --shutdown-timeout later on the
         # line, wins. One knob for both ways a job stops: a signal, a failed worker (`shutdown`).
         flags.append(f"--shutdown-timeout={shutdown.SHUTDOWN_TIMEOUT_DEFAULT}")
@@ -120,7 +125,6 @@ def prepare(
     def usage_error(message: str) -> NoReturn:  # argparse would print usage and exit
         raise UsageError(f"torchrun: {message}")
 
-    argv = torchrun_argv(config)
     with environment.restored():  # torch's CUDA checks here must not initialise CUDA (warm_start)
         environment.apply(CUDA_CHECK_WITHOUT_INIT)
         # Counted once, through NVML as torch's own counts below.
@@ -131,6 +135,8 @@ def prepare(
                 parser = torch_run.get_args_parser()
             parser.allow_abbrev = False  # "--stand" must not pass for --standalone
             parser.error = usage_error  # type: ignore[method-assign]
+            flags = parser._option_string_actions.keys()  # what this torchrun has
+            argv = torchrun_argv(config, flags)
             # The user's arguments are not parsed: argparse would drop a leading "--" from them.
             parsed = parser.parse_args([*argv, *entry.torchrun_entry()])
             if parsed.log_dir:
@@ -150,9 +156,14 @@ def prepare(
                     threads = str(max(1, console.cpus() // local_workers))
                     environment.apply({"OMP_NUM_THREADS": threads})
                 launch_config, entrypoint, entrypoint_args = torch_run.config_from_args(parsed)
+            shutdown_timeout = shutdown.timeout(launch_config)
         except ValueError as error:  # torchrun's own checks of its flags and PET_* variables
             raise UsageError(f"torchrun: {error}") from None
-    if console.PREFIX_TEMPLATE_ENV not in os.environ:
+    # torch 2.15's --log-line-prefix-template, where the user gave it, wins as in torchrun.
+    users = os.environ.get(console.PREFIX_TEMPLATE_ENV) or vars(parsed).get(
+        "log_line_prefix_template"
+    )
+    if not users:
         launch_config.log_line_prefix_template = console.line_prefix(config)
 
     workers: dict[str, str | None] = {
@@ -180,6 +191,8 @@ def prepare(
     return Launch(
         [*argv, *entry.torchrun_entry(), *args],
         banner.line(),
+        facilities.weaker(flags, config, shutdown_timeout),
+        shutdown_timeout,
         launch_config,
         entrypoint,
         [*entrypoint_args, *args],
@@ -215,6 +228,8 @@ def run(launch: Launch, *, name: str) -> Outcome:
     if launch.standalone:
         loopback.register()
     print(launch.banner, file=sys.stderr, flush=True)
+    for line in launch.weaker:
+        print(f"{name}: {line}", file=sys.stderr, flush=True)
     if console.verbose(os.environ):
         print(console.command_line(name, launch.argv), file=sys.stderr, flush=True)
     kept = launch.config.logs_specs.root_log_dir if launch.config.logs_specs else ""
@@ -226,7 +241,7 @@ def run(launch: Launch, *, name: str) -> Outcome:
         with Workers() as workers:
             environment.apply({**launch.environment, WORKERS_DIR_ENV: workers.directory})
             with (
-                shutdown.bounded(workers, launch.config.shutdown_timeout, name=name),
+                shutdown.bounded(workers, launch.shutdown_timeout, name=name),
                 signals.handled(launch.config, workers, name=name) as config,
                 console.torch_elastic_log(os.environ),
             ):
@@ -237,7 +252,7 @@ def run(launch: Launch, *, name: str) -> Outcome:
         print(report(name, ordered), file=sys.stderr)
         return outcome(exit_code_of_worker(ordered[0].exitcode), ordered)
     except RendezvousError as error:
-        print(f"{name}: error: {_rendezvous_failure(launch.config, error)}", file=sys.stderr)
+        print(f"{name}: error: {failures.rendezvous(launch.config, error)}", file=sys.stderr)
         if launch.config.max_nodes > 1:
             # The node hosting the store has just closed the rendezvous in it. Nodes still waiting
             # poll it every second: keep it up so they read "closed", not "connection refused".
@@ -247,31 +262,3 @@ def run(launch: Launch, *, name: str) -> Outcome:
         print(f"{name}: stopped by {stopped.sigval.name}; workers stopped", file=sys.stderr)
         return outcome(exit_code_of_signal(stopped.sigval))
     return outcome(0)
-
-
-def _rendezvous_failure(config: LaunchConfig, error: RendezvousError) -> str:
-    """One line for a rendezvous that did not form: torch's own message may be empty."""
-    nodes = str(config.min_nodes)
-    if config.max_nodes != config.min_nodes:
-        nodes += f" to {config.max_nodes}"
-    where = f"rendezvous {config.run_id} at {config.rdzv_endpoint}"
-    timeout = config.rdzv_configs.get("join_timeout", _JOIN_TIMEOUT_DEFAULT)
-    fix = "start every node with the same cluster description, or raise join_timeout"
-    if isinstance(error, RendezvousTimeoutError):
-        return f"{where} timed out: {nodes} nodes did not all join within {timeout} s; {fix}"
-    if isinstance(error, RendezvousClosedError):  # another node gave up first, and closed it
-        return (
-            f"{where} was closed by another node before {nodes} nodes joined (it timed out after"
-            f" {timeout} s, or stopped); {fix}"
-        )
-    if isinstance(error, RendezvousConnectionError):  # torch's own message only says "see inner"
-        read_timeout = config.rdzv_configs.get("read_timeout", _READ_TIMEOUT_DEFAULT)
-        cause = str(error.__cause__ or "no detail").splitlines()[0]
-        return (
-            f"{where}: the chief's store did not answer (read_timeout={read_timeout} s; {cause});"
-            " start the chief node, or check the address and that this node reaches it"
-        )
-    return (
-        f"{where} failed ({type(error).__name__}: {error or 'no detail'}); check that the chief"
-        " node runs and that this node reaches it"
-    )
