@@ -6,6 +6,7 @@ Rank 0 prints the loss and held-out accuracy of every epoch and writes the check
 """
 
 import argparse
+import gc
 import os
 import sys
 
@@ -150,6 +151,12 @@ def main(argv: list[str]) -> None:
             report(epoch + 1, args.epochs, loss, accuracy)
     if rank == 0:
         save_checkpoint(ddp, accuracy, args)
+    # DDP's reducer holds the process group. Freed first, it leaves the group to
+    # destroy_process_group, which destroys it without the GIL; freed last, at the return, it
+    # destroys the group itself holding the GIL, which deadlocks gloo's threads (torch < 2.8,
+    # pytorch#154976).
+    del ddp, optimizer
+    gc.collect()
     dist.destroy_process_group()
 
 

@@ -5,7 +5,7 @@ import signal
 import time
 
 import pytest
-from harness.launch import finish, stacks_by_rank, start_signals_probe
+from harness.launch import assert_stacks_on_stop, finish, start_signals_probe
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
@@ -16,11 +16,7 @@ def test_stop_signal_shows_each_ranks_stacks_under_its_rank_then_stops(probe_dir
     code, out = finish(proc, timeout=60)
     print(f"{sig.name}: stop to exit {time.monotonic() - sent:.2f} s")
     assert code == 128 + sig, out
-    blocks = stacks_by_rank(out)
-    assert sorted(blocks) == [0, 1], out
-    for stacks in blocks.values():  # every thread of the rank, each in its own function
-        assert "in wait_for_preemption" in stacks and "in helper_thread_waits" in stacks, out
-    assert out.index("Python stacks of the 2 running workers") < out.index(f"stopped by {sig.name}")
+    assert_stacks_on_stop(out, sig)
 
 
 def test_sigusr1_reaches_every_rank_whose_handler_checkpoints_and_the_job_succeeds(

@@ -22,12 +22,13 @@ from harness.launch import (
     MONITOR_INTERVAL,
     ROOT_CAUSE,
     ROOT_CAUSE_PROBE,
+    assert_on_loopback,
+    assert_stacks_on_stop,
     finish,
     launch,
     probe_env,
     reports,
     run_root_cause,
-    stacks_by_rank,
     start_signals_probe,
 )
 from harness.procfs import listening_addresses, processes_with_env
@@ -189,10 +190,7 @@ def test_sigterm_shows_each_ranks_stacks_under_its_rank_then_stops(probe_dir, ru
     proc.send_signal(signal.SIGTERM)
     code, out = finish(proc, timeout=60)
     assert code == 128 + signal.SIGTERM, out
-    blocks = stacks_by_rank(out)
-    assert sorted(blocks) == [0, 1], out
-    for stacks in blocks.values():
-        assert "in wait_for_preemption" in stacks and "in helper_thread_waits" in stacks, out
+    assert_stacks_on_stop(out, signal.SIGTERM)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -216,10 +214,10 @@ def test_a_single_node_job_listens_on_loopback_only(probe_dir, run_id, method, m
         assert wait_for(lambda: len(reports(probe_dir)) == 2, timeout=60)
         workers = [int(str(r["pid"])) for r in reports(probe_dir)]
         listening = listening_addresses([proc.pid, *workers])
+        launcher = listening_addresses([proc.pid])
     finally:
-        finish(proc)
-    assert len(listening) > 2, listening  # the two stores, and the workers' gloo sockets
-    assert all(address in ("127.0.0.1", "::1") for address, _ in listening), listening
+        _, out = finish(proc)
+    assert_on_loopback(launcher, listening, out)
 
 
 @pytest.fixture

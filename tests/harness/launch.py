@@ -22,6 +22,7 @@ import pytest
 
 from harness.bazel import BIN, run, wait_for
 from harness.procfs import processes_with_env
+from py_distributed.launch import facilities
 from py_distributed.protocol import RUN_ID_ENV
 
 ROOT_CAUSE_PROBE = BIN / "tests/e2e/root_cause"  # 3 ranks; tests/e2e/root_cause.py
@@ -35,7 +36,7 @@ ROOT_CAUSE = re.compile(r": root cause: rank (\d+) ")
 MARGIN = 10
 # torch elastic looks at its workers every monitor_interval (0.1 s by default) and then stops the
 # rest: with a longer look it finds the echoes ended too, where its own order gives the first
-# failure to the lowest rank, so the root-cause tests fail without the launcher's exit clock
+# failure to the lowest rank, so the root-cause tests fail without the launcher's own clock
 # (torch's order named rank 1 in 0 of 12 gloo runs of system-exit-7, rank 2 in 3 of 12 of sigkill,
 # at 1 s).
 MONITOR_INTERVAL = "0.5"
@@ -149,6 +150,38 @@ def start_signals_probe(probe_dir: Path, run_id: str, **probe: object) -> subpro
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"the ranks never got ready: {finish(proc)}")
     return proc
+
+
+def assert_on_loopback(
+    launcher: list[tuple[str, int]], listening: list[tuple[str, int]], out: str
+) -> None:
+    """What a single-node job listens on, the launcher's sockets (`launcher`) among all its
+    processes' (`listening`): loopback only; on a torch whose rendezvous shares no store with the
+    workers (2.4), rank 0's own store listens on every interface, as the launch said."""
+    loopback = ("127.0.0.1", "::1")
+    assert all(address in loopback for address, _ in launcher), launcher
+    if facilities.shares_agent_store():
+        assert len(launcher) == 2, launcher  # the rendezvous store and the workers' store
+        assert len(listening) > len(launcher), listening  # and the workers' gloo sockets
+        assert all(address in loopback for address, _ in listening), listening
+    else:
+        assert len(launcher) == 1, launcher  # the rendezvous store
+        assert {"0.0.0.0", "::"} & {address for address, _ in listening}, listening
+        assert "the workers' store is rank 0's, on every interface" in out.partition("[rank")[0]
+
+
+def assert_stacks_on_stop(out: str, sig: signal.Signals) -> None:
+    """What the signals probe's launcher printed when `sig` stopped it: the stacks of both ranks,
+    every thread in its own function, before the stop; on a torch that takes the stop signals
+    itself (2.4), the line at the launch's start that says there will be none."""
+    if "signals_to_handle" not in facilities.launch_config_fields():
+        assert "no stacks of the ranks on a stop signal" in out.partition("[rank")[0], out
+        return
+    blocks = stacks_by_rank(out)
+    assert sorted(blocks) == [0, 1], out
+    for stacks in blocks.values():
+        assert "in wait_for_preemption" in stacks and "in helper_thread_waits" in stacks, out
+    assert out.index("Python stacks of the 2 running workers") < out.index(f"stopped by {sig.name}")
 
 
 def stacks_by_rank(out: str) -> dict[int, str]:

@@ -17,32 +17,30 @@ from collections.abc import Iterator
 from torch.distributed.launcher.api import LaunchConfig
 
 from py_distributed.errors import UsageError
-from py_distributed.launch import facilities
 from py_distributed.launch.workers import Workers
 
 # torchrun's --shutdown-timeout (PET_SHUTDOWN_TIMEOUT, TORCH_ELASTIC_SHUTDOWN_TIMEOUT) when the
 # user set none: how long workers get between SIGTERM and SIGKILL. torch's 30 s is long for a
 # developer waiting at a terminal for a failed job to give the prompt back.
 SHUTDOWN_TIMEOUT_DEFAULT = 5
-_TORCH_VARIABLE = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"  # torch's own, read where no flag set one
-SHUTDOWN_TIMEOUT_VARIABLES = frozenset({"PET_SHUTDOWN_TIMEOUT", _TORCH_VARIABLE})
+SHUTDOWN_TIMEOUT_VARIABLES = frozenset({"PET_SHUTDOWN_TIMEOUT", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"})
 
 
 def timeout(config: LaunchConfig) -> float:
-    """This launch's shutdown_timeout: torch's LaunchConfig has it where torchrun has
-    --shutdown-timeout (None there: TORCH_ELASTIC_SHUTDOWN_TIMEOUT, else torch's 30 s); where it
-    has not (torch 2.11 and older), SHUTDOWN_TIMEOUT_DEFAULT, which the bound after a failure
-    keeps and a stop signal cannot (`facilities.weaker` says so)."""
-    if "shutdown_timeout" not in facilities.launch_config_fields():
-        return SHUTDOWN_TIMEOUT_DEFAULT
+    """This launch's shutdown_timeout: torchrun's --shutdown-timeout (or PET_SHUTDOWN_TIMEOUT),
+    which the launcher sets to SHUTDOWN_TIMEOUT_DEFAULT where the user set neither variable; where
+    torch has no such flag (2.11 and older), the variables or that default, which the bound after
+    a failure keeps and a stop signal cannot (`facilities.weaker` says so)."""
     value = getattr(config, "shutdown_timeout", None)
     if value is not None:
         return float(value)
-    variable = os.environ.get(_TORCH_VARIABLE) or str(facilities.TORCH_FIXED_SHUTDOWN_SECONDS)
-    try:
-        return float(variable)
-    except ValueError:
-        raise UsageError(f"{_TORCH_VARIABLE}={variable!r}: use a number of seconds") from None
+    for variable in sorted(SHUTDOWN_TIMEOUT_VARIABLES):
+        if text := os.environ.get(variable):
+            try:
+                return float(text)
+            except ValueError:
+                raise UsageError(f"{variable}={text!r}: use a number of seconds") from None
+    return SHUTDOWN_TIMEOUT_DEFAULT
 
 
 @contextlib.contextmanager
