@@ -137,8 +137,7 @@ def test_signal_to_launcher_stops_a_deaf_rank_within_the_same_shutdown_timeout(t
         kill(proc)
     assert code == 128 + signal.SIGTERM, out
     print(f"\ndeaf rank, SIGTERM to the launcher: signal to exit {elapsed:.2f} s")
-    bound = SHUTDOWN_TIMEOUT_DEFAULT
     if "shutdown_timeout" not in facilities.launch_config_fields():  # torch 2.11 and older
-        bound = facilities.TORCH_FIXED_SHUTDOWN_SECONDS
-        assert f"a stop signal gives workers torch's fixed {bound} s" in out, out
-    assert bound <= elapsed < bound + MARGIN, out
+        # torch's own grace is 30 s there; the ranks that SIGTERM ended start the launcher's bound.
+        assert "on a stop signal torch gives the workers its fixed 30 s" in out, out
+    assert SHUTDOWN_TIMEOUT_DEFAULT <= elapsed < SHUTDOWN_TIMEOUT_DEFAULT + MARGIN, out

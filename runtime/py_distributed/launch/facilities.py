@@ -80,9 +80,9 @@ def weaker(flags: Collection[str], config: TorchrunConfig, shutdown_seconds: flo
     lines = []
     if "--shutdown-timeout" not in flags:
         lines.append(
-            f"a stop signal gives workers torch's fixed {TORCH_FIXED_SHUTDOWN_SECONDS} s to end,"
-            f" not shutdown_timeout (no --shutdown-timeout); a failed worker's peers get"
-            f" {shutdown_seconds:g} s"
+            f"on a stop signal torch gives the workers its fixed {TORCH_FIXED_SHUTDOWN_SECONDS} s"
+            f" to end, not shutdown_timeout (no --shutdown-timeout); the launcher's"
+            f" {shutdown_seconds:g} s holds once one of them has ended"
         )
     if "signals_to_handle" not in launch_config_fields():
         lines.append(
