@@ -7,8 +7,9 @@
 # of tests/multinode, which need root) and python3-venv, with apt; a virtualenv in .venv with
 # requirements_lock.txt and tests/requirements.txt; buildifier from npm. For pytest only, the
 # services the tests stand up: PostgreSQL 15 (tests/rbe) and SLURM 22.05 with munge (tests/cluster)
-# with apt, and BuildGrid (tests/rbe's remote-execution service) in .venv/buildgrid, with Python
-# 3.13 from pyenv.
+# with apt, BuildGrid (tests/rbe's remote-execution service) in .venv/buildgrid, with Python 3.13
+# from pyenv, and for tests/torch_range one virtualenv per extra torch, .venv-torch-<version>, from
+# tests/torch_range/requirements-<version>.txt, with that torch from PyPI.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -87,7 +88,36 @@ install_test_services() {
     echo "$want" >"$stamp"
   fi
 }
-if [ "${1:-}" = pytest ]; then install_test_services; fi
+
+# tests/torch_range runs the core end-to-end tests on the oldest and the newest supported torch:
+# one virtualenv per tests/torch_range/requirements-<version>.txt, in .venv-torch-<version>, each
+# reinstalled only when its file changed, and removed when its file is gone. The releases come from
+# PyPI whatever this machine's pip configuration says (PIP_CONFIG_FILE=/dev/null): a constraint
+# there may cap torch, or an index offer another build.
+install_torch_range() {
+  local file version dir stamp want
+  for file in "$root"/tests/torch_range/requirements-*.txt; do
+    version="$(basename "$file" .txt)"
+    version="${version#requirements-}"
+    dir="$root/.venv-torch-$version"
+    stamp="$dir/.requirements.sha256"
+    want="$(sha256sum <"$file")"
+    if [ ! -x "$dir/bin/python3" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+      echo "setup: installing torch $version into $dir for tests/torch_range (pip, PyPI)" >&2
+      python3 -m venv "$dir"
+      PIP_CONFIG_FILE=/dev/null "$dir/bin/pip" install -q --disable-pip-version-check -r "$file"
+      echo "$want" >"$stamp"
+    fi
+  done
+  for dir in "$root"/.venv-torch-*; do
+    version="${dir##*/.venv-torch-}"
+    if [ -d "$dir" ] && [ ! -e "$root/tests/torch_range/requirements-$version.txt" ]; then
+      echo "setup: removing $dir (no tests/torch_range/requirements-$version.txt)" >&2
+      rm -rf "$dir"
+    fi
+  done
+}
+if [ "${1:-}" = pytest ]; then install_test_services; install_torch_range; fi
 
 # Bazel's Python toolchain runs `python3` from PATH: make it the virtualenv's.
 export PATH="$venv/bin:$PATH"
