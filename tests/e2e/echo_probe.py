@@ -18,6 +18,7 @@ from harness import probe
 
 from py_distributed.worker.run import run
 
+ECHO_SECONDS = 0.05
 # Open until the process ends, as a process group's sockets are.
 _CONNECTIONS: list[socket.socket] = []
 
@@ -40,7 +41,13 @@ def main() -> None:
     with open(port_file) as f:
         peer = socket.create_connection(("127.0.0.1", int(f.read())))
     if not peer.recv(1):
-        raise ConnectionError(f"rank {rank}: Connection closed by peer")
+        # A gloo peer raises about 40 to 100 ms after the connection closed (the gloo runs of
+        # test_root_cause.py). As SystemExit, not an exception, whose traceback the runtime would
+        # record through torch's error handler: importing torch for it takes longer than torch
+        # elastic's look at its workers (PET_MONITOR_INTERVAL) on a CUDA build, which would stop
+        # the echo first.
+        time.sleep(ECHO_SECONDS)
+        raise SystemExit(f"rank {rank}: Connection closed by peer")
 
 
 if __name__ == "__main__":

@@ -27,12 +27,17 @@ from harness.launch import (
     launch,
     run_root_cause,
 )
+from torch.distributed.elastic.multiprocessing.api import SubprocessContext
 
 from py_distributed.launch import facilities, pipeline
 from py_distributed.launch.entry import InterpreterEntry
 from py_distributed.launch.shutdown import SHUTDOWN_TIMEOUT_DEFAULT
 
 ECHO_PROBE = Path(__file__).with_name("echo_probe.py")
+# torch 2.13 reports the ranks that its stop of the others ended too (SubprocessContext._poll looks
+# again after close()); torch 2.4 only those that had failed when it looked, so how many echoes it
+# reports depends on the moment.
+REPORTS_STOPPED = hasattr(SubprocessContext, "_capture_process_failures")
 RUNS = 30  # per scenario, in-process
 GLOO_RUNS = 2  # per scenario, through the Bazel binary on gloo
 CONCURRENCY = 3  # launches at a time: 12 processes importing torch on a 2-core machine
@@ -46,6 +51,13 @@ SCENARIOS = [
     # Round 0: rank 2 exits 3; after the restart, rank 1 exits 7: the last round decides.
     pytest.param("2:os_exit3,1:exit7", 1, 1, 7, id="restart-last-round-decides"),
 ]
+
+
+def reports_each_other_rank(out: str) -> bool:
+    """One line for each of the other 2 ranks, which failed after the root cause; on a torch that
+    leaves out the ranks its stop ended, one for each it saw fail, at most 2."""
+    others = out.count(": also failed")
+    return others == 2 or (not REPORTS_STOPPED and others < 2)
 
 
 def echo_probe() -> InterpreterEntry:
@@ -74,7 +86,7 @@ def test_first_failed_rank_is_the_root_cause_and_its_code_the_jobs(
             found = ROOT_CAUSE.search(out)
             if (status, int(found[1]) if found else None) != (code, rank):
                 wrong.append(f"exit {status}:\n{out}")
-            elif out.count(": also failed") != 2:  # one line for each other failed rank
+            elif not reports_each_other_rank(out):
                 wrong.append(out)
     with capfd.disabled():
         print(
@@ -99,7 +111,7 @@ def test_on_gloo_through_the_binary_too(tmp_path, run_ids, failures, max_restart
     wrong = [o for o in outcomes if (o.code, o.root_rank) != (code, rank)]
     assert not wrong, "\n\n".join(f"exit {o.code}, rank {o.root_rank}:\n{o.out}" for o in wrong)
     for o in outcomes:
-        assert o.out.count(": also failed") == 2, o.out
+        assert reports_each_other_rank(o.out), o.out
 
 
 def test_a_rank_deaf_to_sigterm_is_killed_within_the_default_shutdown_timeout(tmp_path, run_ids):
