@@ -25,6 +25,10 @@ from harness.procfs import processes_with_env
 # The core tests, each named once: what each version's run runs, besides the torch check. About
 # 2 minutes on 2 cores; the rest of tests/e2e runs on the pinned torch only.
 CORE = [
+    # What the launcher finds of each torch, and the torchrun hand-off and loopback rendezvous
+    # built on what it finds, without Bazel: seconds.
+    "tests/unit/test_facilities.py",
+    "tests/unit/test_elastic.py",
     # `bazel run //train:model`: DistributedDataParallel on gloo, the README's example.
     "tests/e2e/test_bazel_run.py::test_bazel_run_trains_the_example_to_90_percent",
     # The root cause by the launcher's own clock: a SIGKILLed rank, not the echoes of the others

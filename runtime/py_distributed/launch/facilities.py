@@ -32,10 +32,11 @@ def version() -> str:
         return ""
 
 
-def check_minimum() -> None:
-    """Raises UsageError, one line naming the version found and the one needed, for a torch older
-    than MINIMUM: it fails deep in torch elastic otherwise, or starts workers it cannot stop."""
-    found = version()
+def check_minimum(found: str | None = None) -> None:
+    """Raises UsageError, one line naming the version found (default: the installed one) and the
+    one needed, for a torch older than MINIMUM: it fails deep in torch elastic otherwise, or starts
+    workers it cannot stop."""
+    found = version() if found is None else found
     numbers = re.match(r"(\d+)\.(\d+)", found)
     if numbers and (int(numbers[1]), int(numbers[2])) < MINIMUM:
         needed = ".".join(map(str, MINIMUM))
