@@ -21,7 +21,8 @@ def run(
     env: dict[str, str] | None = None,
     timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `cmd` in its own session; on timeout its process group is killed, then re-raised."""
+    """Runs `cmd` in its own session; on timeout its process group is killed, and TimeoutExpired
+    raised with what it wrote."""
     with subprocess.Popen(
         [str(c) for c in cmd],
         cwd=cwd,
@@ -33,10 +34,10 @@ def run(
     ) as proc:
         try:
             out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as expired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise
+            out, _ = proc.communicate()
+            raise subprocess.TimeoutExpired(proc.args, timeout, output=out) from expired
     return subprocess.CompletedProcess(proc.args, proc.returncode, out)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from harness.bazel import ROOT, wait_for
+from harness.bazel import ROOT, run, wait_for
 from harness.procfs import processes_with_env
 
 # The core tests, each named once: what each version's run runs, besides the torch check. About
@@ -118,28 +118,16 @@ def run_core(venv: Path, version: str, basetemp: Path) -> tuple[str | None, str]
     cmd = [venv / "bin/python", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     cmd += [f"--basetemp={basetemp}", TORCH_CHECK, *CORE]
     env = {
-        **os.environ,
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
         ASKED: version,
         MARK: mark,
         "COLUMNS": "200",  # room for each failure's message in the short summary
     }
-    with subprocess.Popen(
-        [str(c) for c in cmd],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    ) as proc:
-        try:
-            out, _ = proc.communicate(timeout=TIMEOUT)
-            wrong = f"exit {proc.returncode}" if proc.returncode else None
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            wrong = f"timed out after {TIMEOUT} s"
+    try:
+        done = run(cmd, env=env, timeout=TIMEOUT)
+        wrong, out = (f"exit {done.returncode}" if done.returncode else None), done.stdout
+    except subprocess.TimeoutExpired as expired:
+        wrong, out = f"timed out after {TIMEOUT} s", str(expired.output or "")
     # Each test checks that its jobs left nothing; this also catches what a timeout cut short.
     if not wait_for(lambda: not leftovers(mark), timeout=15):
         left = leftovers(mark)
