@@ -94,8 +94,10 @@ install_test_services() {
 # reinstalled only when its file changed, and removed when its file is gone. The releases come from
 # PyPI whatever this machine's pip configuration says (PIP_CONFIG_FILE=/dev/null): a constraint
 # there may cap torch, or an index offer another build.
+# The installs run side by side: each is mostly a download of several GB.
 install_torch_range() {
-  local file version dir stamp want
+  local file version dir stamp want pid
+  local -a installs=()
   for file in "$root"/tests/torch_range/requirements-*.txt; do
     version="$(basename "$file" .txt)"
     version="${version#requirements-}"
@@ -104,10 +106,16 @@ install_torch_range() {
     want="$(sha256sum <"$file")"
     if [ ! -x "$dir/bin/python3" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       echo "setup: installing torch $version into $dir for tests/torch_range (pip, PyPI)" >&2
-      python3 -m venv "$dir"
-      PIP_CONFIG_FILE=/dev/null "$dir/bin/pip" install -q --disable-pip-version-check -r "$file"
-      echo "$want" >"$stamp"
+      (
+        python3 -m venv "$dir"
+        PIP_CONFIG_FILE=/dev/null "$dir/bin/pip" install -q --disable-pip-version-check -r "$file"
+        echo "$want" >"$stamp"
+      ) &
+      installs+=("$!")
     fi
+  done
+  for pid in "${installs[@]}"; do
+    wait "$pid" || { kill "${installs[@]}" 2>/dev/null; exit 1; }
   done
   for dir in "$root"/.venv-torch-*; do
     version="${dir##*/.venv-torch-}"

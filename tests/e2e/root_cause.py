@@ -20,7 +20,8 @@ from harness import probe
 def main() -> None:
     deaf = probe.deafen()
     dist.init_process_group("gloo")
-    dist.all_reduce(torch.ones(1))  # every rank is up
+    token = torch.ones(1)  # alive until the group is destroyed: see ranks_pytest.py's fixture
+    dist.all_reduce(token)  # every rank is up
     rank = dist.get_rank()
     probe.write_report(f"up{rank}.json", {"time": time.time()})
     if deaf:
@@ -29,7 +30,7 @@ def main() -> None:
     if mode is not None:
         probe.write_report(f"failed{probe.attempt()}.json", {"time": time.time(), "rank": rank})
         probe.fail(mode)
-    dist.all_reduce(torch.ones(1))  # the others wait here for the failed rank
+    dist.all_reduce(token)  # the others wait here for the failed rank
     dist.destroy_process_group()
 
 
