@@ -57,8 +57,6 @@ CORE = [
     "tests/e2e/test_bazel_test.py::test_every_rank_passes_with_its_outputs_junit_and_temp_files_in_test_tmpdir",
     # py_distributed_test: a failing rank fails the test with its assertion as the root cause.
     "tests/e2e/test_bazel_test.py::test_a_failing_rank_fails_the_test_with_its_assertion_as_the_root_cause",
-    # py_distributed_test: Bazel's timeout shows every rank's stack and leaves nothing running.
-    "tests/e2e/test_bazel_test.py::test_bazel_timeout_shows_every_ranks_stack_and_leaves_nothing_running",
 ]
 TORCH_CHECK = f"{Path(__file__).relative_to(ROOT)}::test_torch_is_the_one_asked_for"
 # One per tests/torch_range/requirements-<version>.txt, as tools/setup.sh installs them.

@@ -340,6 +340,23 @@ def test_a_worker_is_told_a_read_timeout_that_fits_in_join_timeout(conf, told):
     assert config.resolve({}, "BUILD", [], {"PET_RDZV_CONF": conf}, worker).rdzv_conf == told
 
 
+@pytest.mark.parametrize(
+    ("nnodes", "conf", "told"),
+    [
+        # Elastic: the survivors of a lost node wait 5 s for more, not torch's 30 s.
+        ("2:3", "", "last_call_timeout=5"),
+        ("2:3", "join_timeout=180", "join_timeout=180,last_call_timeout=5"),
+        ("2:3", "last_call_timeout=20", "last_call_timeout=20"),
+        # A fixed number of nodes: torch's.
+        ("3", "", ""),
+    ],
+)
+def test_an_elastic_job_waits_5_s_for_more_nodes_unless_told(nnodes, conf, told):
+    worker = machine_from_env(tf_config("worker", 0))
+    environ = {"PET_RDZV_CONF": conf, "PET_NNODES": nnodes}
+    assert config.resolve({}, "BUILD", [], environ, worker).rdzv_conf == told
+
+
 def test_read_timeout_is_left_to_single_node_jobs_and_other_backends():
     one = machine_from_env({})
     conf = {"PET_RDZV_CONF": "join_timeout=10"}

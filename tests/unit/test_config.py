@@ -47,7 +47,7 @@ def test_pet_variables_win_over_build_values():
         resolved.rdzv_endpoint,
         resolved.rdzv_id,
         resolved.rdzv_conf,
-    ) == ("4", 2, 3, 5, "chief:29400", "job-7", "join_timeout=600")
+    ) == ("4", 2, 3, 5, "chief:29400", "job-7", "join_timeout=600,last_call_timeout=5")
 
 
 def test_start_method_is_spawn_unless_build_or_pet_start_method_says():

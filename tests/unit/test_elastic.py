@@ -1,6 +1,7 @@
-"""The hand-off to torch elastic before any worker starts, and the loopback rendezvous."""
+"""The hand-off to torch elastic before any worker starts, and the rendezvous it registers."""
 
 import os
+import socket
 
 import pytest
 from harness.procfs import listening_addresses
@@ -9,7 +10,7 @@ from torch.distributed.elastic.rendezvous import RendezvousParameters, dynamic_r
 
 from py_distributed.cluster import single_machine
 from py_distributed.errors import UsageError
-from py_distributed.launch import facilities, loopback, torchrun
+from py_distributed.launch import facilities, loopback, rounds, torchrun
 from py_distributed.launch.entry import StubEntry
 from py_distributed.settings import config
 
@@ -31,7 +32,6 @@ def test_user_arguments_are_passed_untouched_even_a_leading_double_dash():
 
 def test_a_standalone_job_rendezvouses_on_loopback_with_a_port_from_the_kernel():
     launch = prepare({})
-    assert launch.standalone
     assert launch.config.rdzv_backend == loopback.BACKEND
     assert launch.config.rdzv_endpoint == f"{loopback.ADDRESS}:0"
     assert launch.config.local_addr == loopback.ADDRESS
@@ -132,6 +132,32 @@ def test_a_first_loopback_round_skips_torchs_skew_of_many_nodes(monkeypatch):
     # torch waits a random 0 to 0.3 s, a range, before a first round.
     assert not [d for d in delays if isinstance(d, tuple)], delays
     assert dynamic_rendezvous._delay is delay
+
+
+def test_a_c10d_job_across_nodes_runs_torchs_c10d_with_a_new_workers_store_each_round():
+    with socket.socket() as probe:  # a port free a moment ago, for the chief's rendezvous store
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environ = {"PET_NNODES": "1:2", "PET_RDZV_ENDPOINT": f"127.0.0.1:{port}"}
+    launch = prepare(environ)
+    assert launch.config.rdzv_backend == rounds.BACKEND
+    assert f"--rdzv-backend={rounds.BACKEND}" in launch.argv
+    params = RendezvousParameters(
+        backend=rounds.BACKEND,
+        endpoint=launch.config.rdzv_endpoint,
+        run_id="unit-rounds",
+        min_nodes=1,
+        max_nodes=1,  # one node, so that each round forms at once
+        local_addr="127.0.0.1",
+    )
+    handler = rounds._create_handler(params)
+    try:
+        first = handler.next_rendezvous().bootstrap_store_info
+        second = handler.next_rendezvous().bootstrap_store_info
+    finally:
+        handler.shutdown()
+    if facilities.shares_agent_store():  # torch 2.4: rank 0's worker makes one each round
+        assert first.master_port != second.master_port
 
 
 def test_the_loopback_rendezvous_keeps_torchs_polls(monkeypatch):

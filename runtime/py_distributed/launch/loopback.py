@@ -11,7 +11,6 @@ also picks and holds the port, without a pick-then-bind race (pytorch#126510).
 import contextlib
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 # Public API; torch/distributed/__init__.py re-exports it without `__all__`.
@@ -24,12 +23,9 @@ from torch.distributed.elastic.rendezvous import (
     rendezvous_handler_registry,
 )
 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
-from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
-    DynamicRendezvousHandler,
-    RendezvousTimeout,
-)
 
 from py_distributed.launch import facilities
+from py_distributed.launch.rounds import RoundsHandler, Settings
 
 # The backend's name, under which torch elastic finds it, and where it listens.
 BACKEND = "c10d-loopback"
@@ -73,8 +69,8 @@ class _LoopbackBackend(C10dRendezvousBackend):
         return BACKEND
 
 
-class _LoopbackHandler(DynamicRendezvousHandler):
-    """torch's dynamic rendezvous, with a fresh loopback store for the workers of every round."""
+class _LoopbackHandler(RoundsHandler):
+    """torch's dynamic rendezvous, with a new loopback store for the workers of every round."""
 
     store_timeout = timedelta(seconds=60)
 
@@ -89,12 +85,6 @@ class _LoopbackHandler(DynamicRendezvousHandler):
         return _store(self.store_timeout)
 
     def next_rendezvous(self) -> RendezvousInfo:
-        # torch keeps one workers' store across restarts, while its workers assume a new store per
-        # attempt (torch/distributed/rendezvous.py): restarted ranks then read the last round's
-        # gloo addresses and fail with "Connection refused". One node: rank 0 makes a new one.
-        self._shared_tcp_store_server = None
-        if hasattr(self, "_bootstrap_store_info"):  # torch 2.11 makes a new one only without it
-            self._bootstrap_store_info = None
         with _unskewed():
             return super().next_rendezvous()
 
@@ -124,39 +114,9 @@ def _unskewed() -> Iterator[None]:
         dynamic_rendezvous._delay = delay  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True)
-class _Settings:
-    """The rdzv_conf values this backend reads, as torch's c10d handler reads them
-    (dynamic_rendezvous.create_handler); `config` has checked them before any worker starts."""
-
-    read_timeout: timedelta
-    timeout: RendezvousTimeout
-    keep_alive_interval: int
-    keep_alive_max_attempt: int
-
-    @classmethod
-    def of(cls, params: RendezvousParameters) -> "_Settings":
-        def seconds(key: str) -> timedelta | None:
-            value = params.get_as_int(key)
-            return None if value is None else timedelta(seconds=value)
-
-        return cls(
-            seconds("read_timeout") or timedelta(seconds=60),
-            RendezvousTimeout(
-                seconds("join_timeout"),
-                seconds("last_call_timeout"),
-                seconds("close_timeout"),
-                seconds("heartbeat_timeout"),
-            ),
-            params.get_as_int("keep_alive_interval") or 5,
-            params.get_as_int("keep_alive_max_attempt") or 3,
-        )
-
-
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
-    conf = _Settings.of(params)
-    store = _store(conf.read_timeout)
-    keep_alive = (conf.keep_alive_interval, conf.keep_alive_max_attempt)
+    settings = Settings.of(params)
+    store = _store(settings.read_timeout)
     handler = _LoopbackHandler.from_backend(
         params.run_id,
         store,
@@ -164,8 +124,8 @@ def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
         params.min_nodes,
         params.max_nodes,
         params.local_addr,
-        conf.timeout,
-        *(keep_alive if facilities.takes_keep_alive() else ()),  # torch 2.4: 5 s, 3 tries
+        settings.timeout,
+        *settings.keep_alive(),
     )
-    handler.store_timeout = conf.read_timeout
+    handler.store_timeout = settings.read_timeout
     return handler  # type: ignore[no-any-return]  # from_backend is unannotated

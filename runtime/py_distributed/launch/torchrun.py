@@ -25,6 +25,7 @@ from py_distributed.launch import (
     facilities,
     failures,
     loopback,
+    rounds,
     shutdown,
     signals,
 )
@@ -49,7 +50,6 @@ class Launch:
     entrypoint: str | Callable[..., Any]
     entrypoint_args: list[str]
     environment: environment.Changes  # for the workers
-    standalone: bool
     local_workers: int
 
 
@@ -76,6 +76,8 @@ def torchrun_argv(config: TorchrunConfig, known: Collection[str]) -> list[str]:
     backend, endpoint, local_addr = config.rdzv_backend, config.rdzv_endpoint, config.local_addr
     if config.standalone:
         backend, endpoint, local_addr = loopback.BACKEND, f"{loopback.ADDRESS}:0", loopback.ADDRESS
+    elif backend == rounds.REPLACES:
+        backend = rounds.BACKEND
     nnodes = str(config.min_nodes)
     if config.max_nodes != config.min_nodes:
         nnodes += f":{config.max_nodes}"
@@ -197,7 +199,6 @@ def prepare(
         entrypoint,
         [*entrypoint_args, *args],
         workers,
-        config.standalone,
         local_workers,
     )
 
@@ -225,8 +226,8 @@ def run(launch: Launch, *, name: str) -> Outcome:
     Call it inside `environment.restored()`: the workers' variables go into os.environ, where
     torch elastic copies them from.
     """
-    if launch.standalone:
-        loopback.register()
+    loopback.register()
+    rounds.register()
     print(launch.banner, file=sys.stderr, flush=True)
     for line in launch.weaker:
         print(f"{name}: {line}", file=sys.stderr, flush=True)

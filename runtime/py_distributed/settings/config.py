@@ -22,6 +22,9 @@ _READ_TIMEOUT_DEFAULT = 60
 # A store client gives up on an unreachable store after at most about 2.5 read timeouts (measured
 # with torch 2.13; see _read_timeout_within_join_timeout).
 _JOIN_PER_READ_TIMEOUT = 3
+# How long an elastic c10d rendezvous that has its minimum of nodes waits for more before a round
+# starts (torch: 30 s); see _elastic_last_call.
+_ELASTIC_LAST_CALL_TIMEOUT = 5
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,9 @@ def resolve(
         rdzv_id=uuid.uuid4().hex if fresh_id else checked.rdzv_id,
         rdzv_conf=checked.rdzv_conf
         if standalone or checked.rdzv_backend != "c10d"
-        else _read_timeout_within_join_timeout(checked.rdzv_conf),
+        else _elastic_last_call(
+            _read_timeout_within_join_timeout(checked.rdzv_conf), min_nodes < max_nodes
+        ),
         standalone=standalone,
         torchrun_args=tuple(torchrun_args),
         local_addr=checked.local_addr,
@@ -118,7 +123,7 @@ def _read_timeout_within_join_timeout(conf: str) -> str:
     assignment), which nodes that have just joined together answer within a second or two; the
     exit barrier sets a timeout of its own.
     """
-    items = dict(item.split("=", 1) for item in conf.split(",")) if conf else {}
+    items = _items(conf)
     join = items.get("join_timeout")
     if join is None or "read_timeout" in items:
         return conf
@@ -126,3 +131,24 @@ def _read_timeout_within_join_timeout(conf: str) -> str:
     if read_timeout >= _READ_TIMEOUT_DEFAULT:
         return conf
     return f"{conf},read_timeout={read_timeout}"
+
+
+def _elastic_last_call(conf: str, elastic: bool) -> str:
+    """`conf`, with last_call_timeout set to 5 s for an elastic job (nnodes MIN:MAX) where the user
+    did not set it.
+
+    When a node is lost, torch drops it from the rendezvous once its keep-alives have stopped for
+    15 s (keep_alive_interval x keep_alive_max_attempt), and the survivors' next round then waits
+    last_call_timeout for more nodes: torch's 30 s would have them resume about 45 s after the
+    loss, 5 s about 20 s after it (docs/failures.md#node-loss). A node that starts more than 5 s
+    after the minimum has joined comes in at the next round: the workers restart, without using up
+    max_restarts.
+    """
+    if not elastic or "last_call_timeout" in _items(conf):
+        return conf
+    return ",".join(filter(None, [conf, f"last_call_timeout={_ELASTIC_LAST_CALL_TIMEOUT}"]))
+
+
+def _items(conf: str) -> dict[str, str]:
+    """rdzv_conf's KEY=VALUE pairs; `checks` has held it to that grammar."""
+    return dict(item.split("=", 1) for item in conf.split(",")) if conf else {}
