@@ -32,7 +32,7 @@ CORE = [
     # `bazel run //train:model`: DistributedDataParallel on gloo, the README's example.
     "tests/e2e/test_bazel_run.py::test_bazel_run_trains_the_example_to_90_percent",
     # The root cause by the launcher's own clock: a SIGKILLed rank, not the echoes of the others
-    # that torch's order would blame, 30 launches of 3 gloo ranks.
+    # that torch's order would blame, 30 in-process launches of 3 ranks.
     "tests/e2e/test_root_cause.py::test_first_failed_rank_is_the_root_cause_and_its_code_the_jobs[sigkill]",
     # The failed rank's traceback, once, under its rank, and its exit code as the job's.
     "tests/e2e/test_failures.py::test_failing_rank_sets_exit_code_and_its_traceback_is_shown_once_with_its_rank",

@@ -22,7 +22,6 @@ from torch.distributed.elastic.rendezvous import (
     dynamic_rendezvous,
     rendezvous_handler_registry,
 )
-from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import C10dRendezvousBackend
 
 from py_distributed.launch import facilities
 from py_distributed.launch.rounds import RoundsHandler, Settings
@@ -59,14 +58,6 @@ def _listening(listener: socket.socket, timeout: timedelta, **backend: bool) -> 
         timeout=timeout,
         **backend,
     )
-
-
-class _LoopbackBackend(C10dRendezvousBackend):
-    """torch's c10d backend under this backend's name, which torch elastic checks."""
-
-    @property
-    def name(self) -> str:
-        return BACKEND
 
 
 class _LoopbackHandler(RoundsHandler):
@@ -116,16 +107,6 @@ def _unskewed() -> Iterator[None]:
 
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
     settings = Settings.of(params)
-    store = _store(settings.read_timeout)
-    handler = _LoopbackHandler.from_backend(
-        params.run_id,
-        store,
-        _LoopbackBackend(store, params.run_id),
-        params.min_nodes,
-        params.max_nodes,
-        params.local_addr,
-        settings.timeout,
-        *settings.keep_alive(),
-    )
+    handler = _LoopbackHandler.on(_store(settings.read_timeout), params)
     handler.store_timeout = settings.read_timeout
-    return handler  # type: ignore[no-any-return]  # from_backend is unannotated
+    return handler

@@ -11,7 +11,10 @@ TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, but in the launcher, where a later change 
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
+# Public API; torch/distributed/__init__.py re-exports it without `__all__`.
+from torch.distributed import Store  # type: ignore[attr-defined]
 from torch.distributed.elastic.rendezvous import (
     RendezvousHandler,
     RendezvousInfo,
@@ -40,16 +43,39 @@ def register() -> None:
     rendezvous_handler_registry.register(BACKEND, _create_handler)
 
 
-class _RoundsBackend(C10dRendezvousBackend):
-    """torch's c10d backend under this backend's name, which torch elastic checks."""
+class _NamedBackend(C10dRendezvousBackend):
+    """torch's c10d backend under the name of the backend asked for, which torch elastic checks."""
+
+    def __init__(self, store: Store, run_id: str, name: str) -> None:
+        super().__init__(store, run_id)
+        self._name = name
 
     @property
     def name(self) -> str:
-        return BACKEND
+        return self._name
+
+
+_Handler = TypeVar("_Handler", bound="RoundsHandler")
 
 
 class RoundsHandler(DynamicRendezvousHandler):
     """torch's dynamic rendezvous, whose rank 0 makes a new workers' store every round."""
+
+    @classmethod
+    def on(cls: type[_Handler], store: Store, params: RendezvousParameters) -> _Handler:
+        """The handler that `params` ask for, its state kept in `store` as torch's c10d keeps it."""
+        settings = Settings.of(params)
+        handler = cls.from_backend(
+            params.run_id,
+            store,
+            _NamedBackend(store, params.run_id, params.backend),
+            params.min_nodes,
+            params.max_nodes,
+            params.local_addr,
+            settings.timeout,
+            *settings.keep_alive(),
+        )
+        return handler  # type: ignore[no-any-return]  # from_backend is unannotated
 
     def next_rendezvous(self) -> RendezvousInfo:
         self._shared_tcp_store_server = None
@@ -96,15 +122,4 @@ class Settings:
 
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
     _, store = create_backend(params)  # torch's own: the chief's store, or a client of it
-    settings = Settings.of(params)
-    handler = RoundsHandler.from_backend(
-        params.run_id,
-        store,
-        _RoundsBackend(store, params.run_id),
-        params.min_nodes,
-        params.max_nodes,
-        params.local_addr,
-        settings.timeout,
-        *settings.keep_alive(),
-    )
-    return handler  # type: ignore[no-any-return]  # from_backend is unannotated
+    return RoundsHandler.on(store, params)
