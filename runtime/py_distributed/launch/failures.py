@@ -22,11 +22,10 @@ from torch.distributed.launcher.api import LaunchConfig
 from py_distributed.launch.root_cause import Failure, in_order
 from py_distributed.launch.workers import Workers
 from py_distributed.protocol import Record
+from py_distributed.settings.config import READ_TIMEOUT_DEFAULT
 
-# torch elastic's defaults (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py,
-# c10d_rendezvous_backend.py).
+# torch elastic's default (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py).
 _JOIN_TIMEOUT_DEFAULT = 600
-_READ_TIMEOUT_DEFAULT = 60
 
 
 def collected(failed: ChildFailedError, workers: Workers) -> list[Failure]:
@@ -116,7 +115,7 @@ def rendezvous(config: LaunchConfig, error: RendezvousError) -> str:
             f" {timeout} s, or stopped); {fix}"
         )
     if isinstance(error, RendezvousConnectionError):  # torch's own message only says "see inner"
-        read_timeout = config.rdzv_configs.get("read_timeout", _READ_TIMEOUT_DEFAULT)
+        read_timeout = config.rdzv_configs.get("read_timeout", READ_TIMEOUT_DEFAULT)
         cause = str(error.__cause__ or "no detail").splitlines()[0]
         return (
             f"{where}: the chief's store did not answer (read_timeout={read_timeout} s; {cause});"

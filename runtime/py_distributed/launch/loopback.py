@@ -63,7 +63,7 @@ def _listening(listener: socket.socket, timeout: timedelta, **backend: bool) -> 
 class _LoopbackHandler(RoundsHandler):
     """torch's dynamic rendezvous, with a new loopback store for the workers of every round."""
 
-    store_timeout = timedelta(seconds=60)
+    store_timeout: timedelta  # rdzv_conf's read_timeout, set where the handler is made
 
     @property
     def use_agent_store(self) -> bool:

@@ -31,6 +31,7 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
 )
 
 from py_distributed.launch import facilities
+from py_distributed.settings.config import READ_TIMEOUT_DEFAULT
 
 # The backend's name, under which torch elastic finds it: torch's c10d, one workers' store a round.
 BACKEND = "c10d-rounds"
@@ -102,7 +103,7 @@ class Settings:
             return None if value is None else timedelta(seconds=value)
 
         return cls(
-            seconds("read_timeout") or timedelta(seconds=60),
+            seconds("read_timeout") or timedelta(seconds=READ_TIMEOUT_DEFAULT),
             RendezvousTimeout(
                 seconds("join_timeout"),
                 seconds("last_call_timeout"),

@@ -17,8 +17,9 @@ from py_distributed.settings.checks import check
 from py_distributed.settings.sources import given
 
 # torch's c10d backend: how long a node's store client tries to reach the chief's store, and waits
-# on any store read (c10d_rendezvous_backend._create_tcp_store).
-_READ_TIMEOUT_DEFAULT = 60
+# on any store read (c10d_rendezvous_backend._create_tcp_store). The launcher's rendezvous and its
+# messages take the same default.
+READ_TIMEOUT_DEFAULT = 60
 # A store client gives up on an unreachable store after at most about 2.5 read timeouts (measured
 # with torch 2.13; see _read_timeout_within_join_timeout).
 _JOIN_PER_READ_TIMEOUT = 3
@@ -128,7 +129,7 @@ def _read_timeout_within_join_timeout(conf: str) -> str:
     if join is None or "read_timeout" in items:
         return conf
     read_timeout = max(1, int(join) // _JOIN_PER_READ_TIMEOUT)
-    if read_timeout >= _READ_TIMEOUT_DEFAULT:
+    if read_timeout >= READ_TIMEOUT_DEFAULT:
         return conf
     return f"{conf},read_timeout={read_timeout}"
 
