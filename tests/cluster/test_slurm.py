@@ -86,11 +86,13 @@ def test_model_trains_on_two_nodes_of_two_ranks(slurm, tmp_path):
 
 
 def test_a_failing_rank_gives_the_job_its_exit_code(slurm, tmp_path):
-    # Rank 3 runs on node rank 1; the launcher on node rank 0, stopped because of it, exits 143.
-    probe = ["--sleep=120", "--fail-rank=3", "--code=7"]
+    # Rank 3 runs on node rank 1; the ranks of node rank 0 wait for it in an all-reduce, which
+    # fails as it exits: their launcher names rank 3 too, and exits with its code.
+    probe = ["--sleep=120", "--fail-rank=3", "--code=7", "--collective"]
     done = submit(slurm, PROBE, "--nodes=2", SHARED, "--", *probe, cwd=tmp_path)
     assert done.returncode == 7, done.stdout + done.stderr
-    assert "//tests/cluster:probe: node rank 1 failed first, with exit code 7" in done.stdout
+    assert re.search(r": root cause: rank 3 exited with code 7\b", done.stdout), done.stdout
+    assert re.search(r"probe: node rank [01] ended first, with exit code 7$", done.stdout, re.M)
     (job_id,) = re.findall(r"job (\d+) FAILED", done.stderr)
     assert "ExitCode=7:0" in slurm.run("scontrol", "-o", "show", "job", job_id)
     assert_nothing_left(slurm)

@@ -1,14 +1,17 @@
 """A torchrun-style job of steps: every step all-reduces a one, rank 0 checkpoints after it, and a
 restarted or shrunk job resumes from the checkpoint, as a training job would.
 
-PROBE_STEPS=N steps in all (default 40), each at least PROBE_STEP_SECONDS long (default 0.25).
+PROBE_STEPS=N steps in all (default 40), each at least PROBE_STEP_SECONDS long (default 0.25);
+rank PROBE_EXIT_RANK exits with code PROBE_EXIT_CODE (default 7) at step PROBE_EXIT_STEP.
 The checkpoint is $PROBE_DIR/checkpoint.json, where every host sees it (a shared file system).
 Every worker reports its first collective to $PROBE_DIR/start-<PID>.json (the time, its rank, the
-world size, its node rank and the step it resumed from), and its end to done-rank<R>.json.
+world size, its node rank, its launcher's pid and the step it resumed from), and its end to
+done-rank<R>.json.
 """
 
 import json
 import os
+import sys
 import time
 
 import torch
@@ -41,10 +44,15 @@ def main() -> None:
             "rank": rank,
             "world_size": world,
             "group_rank": int(os.environ["GROUP_RANK"]),
+            "launcher_pid": int(os.environ.get("PY_DISTRIBUTED_LAUNCHER_PID", "0")),
             "step": step,
         },
     )
+    exits = int(os.environ.get("PROBE_EXIT_RANK", "-1")) == rank
+    exit_step = int(os.environ.get("PROBE_EXIT_STEP", "0"))
     while step < steps:
+        if exits and step == exit_step:
+            sys.exit(int(os.environ.get("PROBE_EXIT_CODE", "7")))
         started = time.monotonic()
         one.fill_(1)
         dist.all_reduce(one)

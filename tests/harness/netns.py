@@ -10,6 +10,7 @@ for other harnesses that make namespaces of their own (tests/cluster/slurm_clust
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import signal
@@ -37,6 +38,19 @@ class Host:
     name: str  # its host name, known to every host
     address: str
     interface: str = "eth0"
+    link: str = ""  # its cable: the veth end on the bridge
+
+    def cut(self, up: bool = False) -> None:
+        """Cuts this host off the network (no FIN, no RST: packets are lost), or mends it."""
+        ip("link", "set", self.link, "up" if up else "down")
+
+    def signal(self, sig: signal.Signals) -> list[int]:
+        """Sends `sig` to every process of this host (SIGSTOP: a frozen host); returns them."""
+        found = self.pids()
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return found
 
     def popen(self, argv: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
         """Starts `argv` inside this host, in a session of its own, its output going to `log`."""
@@ -60,6 +74,16 @@ def pids(netns: str) -> list[int]:
     return [int(p) for p in ip("netns", "pids", netns).split()]
 
 
+def tf_config(hosts: Sequence[Host], index: int, port: int = 29511) -> str:
+    """TF_CONFIG of host `index`: the first host is the chief, the others workers."""
+    cluster = {
+        "chief": [f"{hosts[0].address}:{port}"],
+        "worker": [f"{h.address}:{port}" for h in hosts[1:]],
+    }
+    task = {"type": "chief", "index": 0} if index == 0 else {"type": "worker", "index": index - 1}
+    return json.dumps({"cluster": cluster, "task": task})
+
+
 _clusters = itertools.count()
 _NETNS = Path("/etc/netns")
 _OURS = re.compile(r"pyd(\d+)c\d+")  # the tag of a cluster: test process id, serial
@@ -80,12 +104,12 @@ def hosts(count: int, *, pod_hostnames: bool = False) -> Iterator[list[Host]]:
         ip("link", "add", bridge, "type", "bridge")
         ip("link", "set", bridge, "up")
         for index in range(1, count + 1):
-            host = Host(f"{tag}h{index}", f"node{index}.{tag}", f"{subnet}.{index}")
+            link = f"{tag}v{index}"
+            host = Host(f"{tag}h{index}", f"node{index}.{tag}", f"{subnet}.{index}", link=link)
             made.append(host)
             ip("netns", "add", host.netns)
-            ip("link", "add", f"{tag}v{index}", "type", "veth", "peer", "name", "eth0",
-               "netns", host.netns)  # fmt: skip
-            ip("link", "set", f"{tag}v{index}", "master", bridge, "up")
+            ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", host.netns)
+            ip("link", "set", link, "master", bridge, "up")
             ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
             ip("-n", host.netns, "link", "set", "eth0", "up")
             ip("-n", host.netns, "link", "set", "lo", "up")

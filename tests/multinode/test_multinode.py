@@ -1,39 +1,19 @@
 """Multi-node jobs on simulated hosts (tests/harness/netns.py): one launcher per host, the cluster
 described by TF_CONFIG, SLURM or Kubernetes variables, torch's c10d rendezvous across hosts, gloo
-between."""
+between. Faults across hosts: test_faults.py."""
 
-import json
 import os
 import re
 import time
 
 import pytest
-from harness import netns
 from harness.bazel import wait_for
 from harness.launch import reports
+from harness.netns import tf_config
 from harness.procfs import processes_with_env
 
 ALLREDUCE = "tests/e2e/allreduce"  # a py_distributed_binary, nproc_per_node = 2
 SEED_API = "tests/e2e/seed_api"  # a plain py_binary calling maybe_run_training, nproc 2
-
-
-def simulated(count, **options):
-    """`count` simulated hosts; afterwards none of their processes is left."""
-    with netns.hosts(count, **options) as hosts:
-        yield hosts
-        assert wait_for(lambda: not any(h.pids() for h in hosts), timeout=15), "processes left"
-
-
-@pytest.fixture
-def cluster(request, built):
-    """`request.param` hosts whose host name resolves to loopback, as on many machines."""
-    yield from simulated(request.param)
-
-
-@pytest.fixture
-def pods(built):
-    """Two hosts whose host name resolves to their own address, as a Kubernetes pod's does."""
-    yield from simulated(2, pod_hostnames=True)
 
 
 def launch_all(built, binary, hosts, probe_dir, env_of):
@@ -54,15 +34,6 @@ def launch_all(built, binary, hosts, probe_dir, env_of):
                 proc.kill()
         results.append((proc.returncode, log.read_text()))
     return results
-
-
-def tf_config(hosts, index, port=29511):
-    cluster = {
-        "chief": [f"{hosts[0].address}:{port}"],
-        "worker": [f"{h.address}:{port}" for h in hosts[1:]],
-    }
-    task = {"type": "chief", "index": 0} if index == 0 else {"type": "worker", "index": index - 1}
-    return json.dumps({"cluster": cluster, "task": task})
 
 
 def torchrun_line(output):
@@ -234,48 +205,3 @@ def test_a_worker_whose_chief_never_comes_fails_within_the_join_timeout(built, c
     assert waited < 10 + 20, waited
     assert reports(probe_dir) == []
     assert not processes_with_env("PROBE_DIR", str(probe_dir))
-
-
-STEPS = "tests/e2e/steps"  # a job of steps that checkpoints and resumes, nproc 2
-
-
-@pytest.mark.parametrize("cluster", [3], indirect=True)
-def test_an_elastic_job_that_loses_a_node_resumes_as_the_smaller_world(built, cluster, probe_dir):
-    steps = 24
-    env = {
-        **os.environ,
-        "PROBE_DIR": str(probe_dir),
-        "PROBE_STEPS": str(steps),
-        "PET_NNODES": "2:3",
-        "PET_MAX_RESTARTS": "3",
-    }
-    logs = [probe_dir.parent / f"host{i}.log" for i in range(3)]
-    procs = [
-        h.popen([str(built / STEPS)], {**env, "TF_CONFIG": tf_config(cluster, i)}, log)
-        for i, (h, log) in enumerate(zip(cluster, logs, strict=True))
-    ]
-    checkpoint = probe_dir / "checkpoint.json"
-    try:
-        assert wait_for(
-            lambda: checkpoint.is_file() and json.loads(checkpoint.read_text())["step"] >= 8,
-            timeout=120,
-        ), [log.read_text() for log in logs]
-        lost = cluster[2]
-        crashed = time.time()
-        assert not netns.kill_all(lost.netns)  # a crash: the node's launcher and workers at once
-        for proc in procs[:2]:
-            proc.wait(timeout=120)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    outputs = [log.read_text() for log in logs[:2]]
-    assert [proc.returncode for proc in procs[:2]] == [0, 0], outputs
-    starts = [json.loads(p.read_text()) for p in probe_dir.glob("start-*.json")]
-    resumed = sorted((s for s in starts if s["time"] > crashed), key=lambda s: s["time"])
-    # The survivors' 4 ranks, from the checkpoint, within 30 s of the crash.
-    assert sorted(s["rank"] for s in resumed) == [0, 1, 2, 3], resumed
-    assert {(s["world_size"], s["step"] >= 8) for s in resumed} == {(4, True)}, resumed
-    assert resumed[-1]["time"] - crashed < 30, resumed
-    done = [json.loads(p.read_text()) for p in sorted(probe_dir.glob("done-rank*.json"))]
-    assert [(d["world_size"], d["step"]) for d in done] == [(4, steps)] * 4, done

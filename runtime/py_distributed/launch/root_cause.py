@@ -62,16 +62,21 @@ def in_order(failures: Sequence[Failure]) -> list[Failure]:
     )
 
 
-def report(name: str, failures: Sequence[Failure]) -> str:
-    """The root cause's exit status and traceback, then one line for each other failed rank."""
+def report(name: str, failures: Sequence[Failure], elsewhere: str = "") -> str:
+    """The root cause's exit status and traceback, then one line for each other failed rank; or,
+    where the root cause is `elsewhere` (on another node), that, then a line for each of these."""
     first, *others = failures
-    where = f"local rank {first.local_rank}, pid {first.pid}, host {socket.gethostname()}"
-    lines = [f"{name}: root cause: rank {first.rank} {first.status} ({where})"]
-    lines += [f"  {line}" for line in first.traceback.splitlines()]
+    if elsewhere:
+        lines, since, others = [f"{name}: root cause: {elsewhere}"], None, list(failures)
+    else:
+        where = f"local rank {first.local_rank}, pid {first.pid}, host {socket.gethostname()}"
+        lines = [f"{name}: root cause: rank {first.rank} {first.status} ({where})"]
+        lines += [f"  {line}" for line in first.traceback.splitlines()]
+        since = first.ended_ns
     for other in others:
         later = ""
-        if first.ended_ns is not None and other.ended_ns is not None:
-            later = f" {(other.ended_ns - first.ended_ns) / 1e6:.1f} ms later"
+        if since is not None and other.ended_ns is not None:
+            later = f" {(other.ended_ns - since) / 1e6:.1f} ms later"
         detail = f": {other.summary}" if other.summary else ""
         lines.append(f"{name}: also failed{later}: rank {other.rank} {other.status}{detail}")
     return "\n".join(lines)

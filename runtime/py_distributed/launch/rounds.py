@@ -9,6 +9,7 @@ could have gone on without a lost node. Here rank 0 of every round makes a new o
 TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, but in the launcher, where a later change can bind it.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -30,7 +31,7 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
     RendezvousTimeout,
 )
 
-from py_distributed.launch import facilities
+from py_distributed.launch import facilities, liveness
 from py_distributed.settings.config import READ_TIMEOUT_DEFAULT
 
 # The backend's name, under which torch elastic finds it: torch's c10d, one workers' store a round.
@@ -60,7 +61,10 @@ _Handler = TypeVar("_Handler", bound="RoundsHandler")
 
 
 class RoundsHandler(DynamicRendezvousHandler):
-    """torch's dynamic rendezvous, whose rank 0 makes a new workers' store every round."""
+    """torch's dynamic rendezvous, whose rank 0 makes a new workers' store every round, and
+    whose rounds `liveness` watches."""
+
+    _watched: tuple[str, float]  # the store's endpoint, and when a silent node is lost
 
     @classmethod
     def on(cls: type[_Handler], store: Store, params: RendezvousParameters) -> _Handler:
@@ -76,13 +80,66 @@ class RoundsHandler(DynamicRendezvousHandler):
             settings.timeout,
             *settings.keep_alive(),
         )
+        handler._watched = (params.endpoint, settings.dead_after())
         return handler  # type: ignore[no-any-return]  # from_backend is unannotated
 
     def next_rendezvous(self) -> RendezvousInfo:
+        watch = liveness.current()
+        if watch:
+            watch.end_round()
         self._shared_tcp_store_server = None
         if hasattr(self, "_bootstrap_store_info"):  # torch 2.11 makes a new one only without it
             self._bootstrap_store_info = None
-        return super().next_rendezvous()
+        info = super().next_rendezvous()
+        if watch:
+            endpoint, deadline = self._watched
+            state = self._state_holder.state
+            nodes = {repr(node): (rank, node.addr) for node, rank in state.participants.items()}
+            me = repr(self._this_node)
+            board = _Board(
+                self._store, self._settings.run_id, state.round, nodes[me][0], len(nodes)
+            )
+            watch.start_round(_Sight(self), nodes, me, endpoint, deadline, board)
+        return info
+
+    def shutdown(self) -> bool:
+        if watch := liveness.current():
+            watch.end_round()
+        return super().shutdown()
+
+
+class _Board:
+    """The round's `first_failure.Board`, in the rendezvous store: a key for each node."""
+
+    def __init__(self, store: Store, run_id: str, round_: int, node_rank: int, nodes: int) -> None:
+        self._store, self.nodes, self._node_rank = store, nodes, node_rank
+        self._prefix = f"py_distributed.first_failure.{run_id}.{round_}."
+
+    def post(self, text: str) -> None:
+        self._store.compare_set(f"{self._prefix}{self._node_rank}", "", text)
+
+    def read(self) -> list[str]:
+        keys = [f"{self._prefix}{rank}" for rank in range(self.nodes)]
+        return [self._store.get(key).decode() for key in keys if self._store.check([key])]
+
+
+class _Sight:
+    """What a handler has read from the store (`liveness.Sight`): torch's own state holder,
+    which the agent syncs every second while the workers run (`num_nodes_waiting`), and the
+    keep-alive every keep_alive_interval."""
+
+    def __init__(self, handler: DynamicRendezvousHandler) -> None:
+        self._holder = handler._state_holder
+
+    def synced(self) -> float:
+        # _BackendRendezvousStateHolder's, the holder of every handler made from a backend.
+        return float(self._holder._last_sync_time)  # type: ignore[attr-defined]
+
+    def heartbeats(self) -> Mapping[str, object]:
+        return {repr(node): beat for node, beat in self._holder.state.last_heartbeats.items()}
+
+    def closed(self) -> bool:
+        return bool(self._holder.state.closed)
 
 
 @dataclass(frozen=True)
@@ -113,6 +170,10 @@ class Settings:
             params.get_as_int("keep_alive_interval") or 5,
             params.get_as_int("keep_alive_max_attempt") or 3,
         )
+
+    def dead_after(self) -> float:
+        """Seconds without a heartbeat after which torch drops a node from the rendezvous."""
+        return float(self.keep_alive_interval * self.keep_alive_max_attempt)
 
     def keep_alive(self) -> tuple[int, ...]:
         """`from_backend`'s keep-alive arguments where this torch takes them (2.4: 5 s, 3 tries)."""

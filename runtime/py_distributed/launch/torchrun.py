@@ -15,7 +15,7 @@ import torch
 from torch.distributed import run as torch_run
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.elastic.rendezvous import RendezvousError
+from torch.distributed.elastic.rendezvous import RendezvousConnectionError, RendezvousError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from py_distributed.errors import UsageError, exit_code_of_worker
@@ -24,6 +24,7 @@ from py_distributed.launch import (
     environment,
     facilities,
     failures,
+    liveness,
     loopback,
     rounds,
     shutdown,
@@ -51,6 +52,7 @@ class Launch:
     entrypoint_args: list[str]
     environment: environment.Changes  # for the workers
     local_workers: int
+    scratch: str  # the launch's temporary directory, which `prepare` was given
 
 
 # How long a failed multi-node launcher keeps its rendezvous store up for the other nodes.
@@ -200,6 +202,7 @@ def prepare(
         [*entrypoint_args, *args],
         workers,
         local_workers,
+        scratch,
     )
 
 
@@ -241,19 +244,41 @@ def run(launch: Launch, *, name: str) -> Outcome:
     try:
         with Workers() as workers:
             environment.apply({**launch.environment, WORKERS_DIR_ENV: workers.directory})
+            watch = liveness.Watch(
+                workers,
+                launch.local_workers,
+                name=name,
+                leftovers=(workers.directory, launch.scratch),
+            )
             with (
+                liveness.watching(watch),
                 shutdown.bounded(workers, launch.shutdown_timeout, name=name),
                 signals.handled(launch.config, workers, name=name) as config,
                 console.torch_elastic_log(os.environ),
             ):
                 elastic_launch(config, launch.entrypoint)(*launch.entrypoint_args)
     except ChildFailedError as failed:
-        # The one place a worker's failure is shown: the first to end is the root cause.
+        # The one place a worker's failure is shown: the first to end, across nodes, is the root
+        # cause (`root_cause`, `first_failure`).
         ordered = failures.collected(failed, workers)
-        print(report(name, ordered), file=sys.stderr)
-        return outcome(exit_code_of_worker(ordered[0].exitcode), ordered)
+        mine = watch.mine(ordered[0])
+        first = watch.first(mine)
+        if first == mine:
+            print(report(name, ordered), file=sys.stderr)
+            return outcome(exit_code_of_worker(ordered[0].exitcode), ordered)
+        elsewhere = first.what
+        if first.time_ns < mine.time_ns:
+            ahead = f"{(mine.time_ns - first.time_ns) / 1e6:.1f} ms"
+            elsewhere += f" (the first failure across nodes, {ahead} before this node's)"
+        print(report(name, ordered, elsewhere), file=sys.stderr)
+        return outcome(first.exit_code, ordered)
     except RendezvousError as error:
-        print(f"{name}: error: {failures.rendezvous(launch.config, error)}", file=sys.stderr)
+        # A store that closed its connection mid-job: its host is lost (`liveness`).
+        lost = watch.store_lost() if isinstance(error, RendezvousConnectionError) else ""
+        line = (
+            f"root cause: {lost}" if lost else f"error: {failures.rendezvous(launch.config, error)}"
+        )
+        print(f"{name}: {line}", file=sys.stderr)
         if launch.config.max_nodes > 1:
             # The node hosting the store has just closed the rendezvous in it. Nodes still waiting
             # poll it every second: keep it up so they read "closed", not "connection refused".

@@ -129,7 +129,8 @@ class Job:
     def script(self) -> str:
         """The batch script. Each node's launcher runs under a bash that records its exit code
         and time: SLURM stops the other launchers when one fails (--kill-on-bad-exit), and srun
-        would report their 128+SIGTERM rather than the code of the one that failed first."""
+        would report their 128+SIGTERM rather than the code of the one that ended first, which
+        is the code of the first failure across nodes (`launch.first_failure`)."""
         optional = [("partition", self.partition), ("time", self.time)]
         directives = [
             f"--job-name={self.binary}",
@@ -167,7 +168,9 @@ class Job:
                 " | awk '$2 != 0 {print $3, $2; exit}')",
                 'rm -f "$exits".node*.exit',
                 'if [ -n "${first:-}" ]; then',
-                f'  echo "{self.binary}: node rank $node failed first, with exit code $first"',
+                "  # Every launcher names the first failure across nodes: the first to end, too.",
+                '  grep -m1 -h ": root cause: " "$exits.node$node.out"',
+                f'  echo "{self.binary}: node rank $node ended first, with exit code $first"',
                 '  exit "$first"',
                 "fi",
                 'exit "$code"',
