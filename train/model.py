@@ -2,7 +2,10 @@
 
 Runs unchanged under `torchrun --nproc-per-node=2 train/model.py` and as `bazel run //train:model`.
 The data set is scikit-learn's 8x8 digits (it ships inside scikit-learn: nothing is downloaded).
-Rank 0 prints the loss and held-out accuracy of every epoch and writes the checkpoint.
+Rank 0 prints the loss and held-out accuracy of every epoch and writes the checkpoint after each.
+A job that starts where a checkpoint of fewer epochs than it asks for lies resumes from it, every
+rank loading it: a restarted attempt, an elastic job that lost a node and goes on as a smaller
+world, a job requeued by its scheduler, or `--epochs` raised to train on.
 """
 
 import argparse
@@ -29,8 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoint",
         default="train_output/model.pt",
-        help="where rank 0 saves the model; relative to the directory `bazel run` was called from,"
-        " or in `bazel test` to the test's outputs",
+        help="where rank 0 saves the model after every epoch, and where a job resumes from;"
+        " relative to the directory `bazel run` was called from, or in `bazel test` to the"
+        " test's outputs",
     )
     return parser.parse_args(argv)
 
@@ -125,13 +129,38 @@ def report(epoch: int, epochs: int, loss: float, accuracy: float) -> None:
 
 
 def save_checkpoint(
-    ddp: DistributedDataParallel, accuracy: float, args: argparse.Namespace
+    ddp: DistributedDataParallel,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    accuracy: float,
+    path: str,
 ) -> None:
-    path = checkpoint_path(args.checkpoint)
+    """Rank 0's, after `epoch` epochs; replaced whole, so that a crash leaves the last one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    state = {"model": ddp.module.state_dict(), "accuracy": accuracy, "epochs": args.epochs}
-    torch.save(state, path)
-    print(f"checkpoint: {path}")
+    state = {
+        "model": ddp.module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "accuracy": accuracy,
+    }
+    torch.save(state, f"{path}.tmp")
+    os.replace(f"{path}.tmp", path)
+
+
+def resume(
+    ddp: DistributedDataParallel, optimizer: torch.optim.Optimizer, path: str, epochs: int
+) -> int:
+    """The epochs done already: those of the checkpoint at `path`, loaded on every rank, where it
+    has fewer than `epochs`; 0 where there is none, or it is of a job that finished."""
+    if not os.path.isfile(path):
+        return 0
+    device = next(ddp.parameters()).device
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["epoch"] >= epochs:
+        return 0
+    ddp.module.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"])
 
 
 def main(argv: list[str]) -> None:
@@ -143,14 +172,18 @@ def main(argv: list[str]) -> None:
     train, test = loaders(args.seed, args.batch_size)
     ddp = model(device)
     optimizer = torch.optim.Adam(ddp.parameters(), lr=args.lr)
-    accuracy = 0.0
-    for epoch in range(args.epochs):
+    path = checkpoint_path(args.checkpoint)
+    done = resume(ddp, optimizer, path, args.epochs)
+    if rank == 0 and done:
+        print(f"resumed from {path} after epoch {done}", flush=True)
+    for epoch in range(done, args.epochs):
         loss = train_one_epoch(ddp, train, optimizer, epoch)
         accuracy = evaluate(ddp, test)
         if rank == 0:
             report(epoch + 1, args.epochs, loss, accuracy)
+            save_checkpoint(ddp, optimizer, epoch + 1, accuracy, path)
     if rank == 0:
-        save_checkpoint(ddp, accuracy, args)
+        print(f"checkpoint: {path}")
     # DDP's reducer holds the process group. Freed first, it leaves the group to
     # destroy_process_group, which destroys it without the GIL; freed last, at the return, it
     # destroys the group itself holding the GIL, which deadlocks gloo's threads (torch < 2.8,

@@ -38,7 +38,16 @@ def test_bazel_run_trains_the_example_to_90_percent(built, tmp_path):
     accuracies = [float(a) for a in re.findall(r"held-out accuracy ([\d.]+)%", done.stdout)]
     assert len(accuracies) == 10 and accuracies[-1] >= 90.0, done.stdout
     checkpoint = torch.load(tmp_path / "model.pt")
-    assert checkpoint["accuracy"] >= 0.9
+    assert checkpoint["accuracy"] >= 0.9 and checkpoint["epoch"] == 10
+    # Asked for more epochs than its checkpoint has, a job trains on from it (as a restarted or
+    # requeued one does); asked for no more, it would start afresh.
+    done = bazel("run", "//train:model", "--", f"--checkpoint={tmp_path}/model.pt", "--epochs=11")
+    assert done.returncode == 0, done.stdout
+    assert f"resumed from {tmp_path}/model.pt after epoch 10" in done.stdout, done.stdout
+    resumed = [
+        float(a) for a in re.findall(r"epoch 11/11: .* held-out accuracy ([\d.]+)%", done.stdout)
+    ]
+    assert len(re.findall(r"held-out accuracy", done.stdout)) == 1 and resumed[0] >= 90.0
 
 
 def test_relative_checkpoint_lands_where_bazel_run_was_called(built, tmp_path):

@@ -91,7 +91,7 @@ def test_model_test_returns_its_checkpoint_from_the_worker(remote_run, tmp_path)
     with zipfile.ZipFile(ROOT / "bazel-testlogs/train/model_test/test.outputs/outputs.zip") as z:
         z.extract("train_output/model.pt", tmp_path)
     checkpoint = torch.load(tmp_path / "train_output/model.pt", weights_only=True)
-    assert checkpoint["epochs"] == 2
+    assert checkpoint["epoch"] == 2
     assert all(isinstance(t, torch.Tensor) for t in checkpoint["model"].values()), checkpoint
 
 
