@@ -3,9 +3,9 @@
 Runs unchanged under `torchrun --nproc-per-node=2 train/model.py` and as `bazel run //train:model`.
 The data set is scikit-learn's 8x8 digits (it ships inside scikit-learn: nothing is downloaded).
 Rank 0 prints the loss and held-out accuracy of every epoch and writes the checkpoint after each.
-A job that starts where a checkpoint of fewer epochs than it asks for lies resumes from it, every
-rank loading it: a restarted attempt, an elastic job that lost a node and goes on as a smaller
-world, a job requeued by its scheduler, or `--epochs` raised to train on.
+A job whose rank 0 finds a checkpoint of fewer epochs than it asks for resumes from it, every rank
+loading what rank 0 read: a restarted attempt, an elastic job that lost a node and goes on as a
+smaller world, a job requeued by its scheduler, or `--epochs` raised to train on.
 """
 
 import argparse
@@ -150,17 +150,20 @@ def save_checkpoint(
 def resume(
     ddp: DistributedDataParallel, optimizer: torch.optim.Optimizer, path: str, epochs: int
 ) -> int:
-    """The epochs done already: those of the checkpoint at `path`, loaded on every rank, where it
-    has fewer than `epochs`; 0 where there is none, or it is of a job that finished."""
-    if not os.path.isfile(path):
+    """The epochs done already: those of rank 0's checkpoint at `path`, where it has fewer than
+    `epochs`, handed to every rank (which needs no file system shared with rank 0, and cannot
+    disagree with it); 0 where there is none, or it is of a job that finished."""
+    state = None
+    if dist.get_rank() == 0 and os.path.isfile(path):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state if state["epoch"] < epochs else None
+    shared = [state]
+    dist.broadcast_object_list(shared, src=0)
+    if shared[0] is None:
         return 0
-    device = next(ddp.parameters()).device
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state["epoch"] >= epochs:
-        return 0
-    ddp.module.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["epoch"])
+    ddp.module.load_state_dict(shared[0]["model"])
+    optimizer.load_state_dict(shared[0]["optimizer"])
+    return int(shared[0]["epoch"])
 
 
 def main(argv: list[str]) -> None:

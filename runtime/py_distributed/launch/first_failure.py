@@ -7,15 +7,18 @@ would name its own echo and exit with its code, 1, and which node's code a sched
 (srun, a Kubernetes Job) is a race. Here every node's launcher posts its first failure: when (its
 wall clock, from the monotonic end the finder saw), which node, which rank and how it ended, or
 the node its watch found lost (`liveness`). Before it reports, it reads the others' posts, waiting
-a little for every node of the round, and the earliest is the root cause.
+for every node of the round (a node that crashed never posts: up to the shutdown timeout and 2 s),
+and the earliest is the root cause.
 
 Wall clocks differ between nodes: a skew larger than the time from a failure to its echoes (a few
 milliseconds on one network) can put an echo first. NTP keeps a cluster's clocks well within a
 millisecond of each other; docs/failures.md says how to check.
 """
 
+import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,8 +27,9 @@ from typing import Protocol
 from py_distributed.errors import exit_code_of_worker
 from py_distributed.launch.root_cause import Failure
 
-# How long a failed node waits for every other node of the round to post its first failure: its
-# echoes end a few milliseconds after the root cause, and their launcher posts at once.
+# How long a failed node waits for every other node of the round to post its first failure, beyond
+# the shutdown timeout: a node posts once torch elastic has stopped its workers, which may take it
+# that long.
 WAIT_SECONDS = 2.0
 
 
@@ -71,37 +75,79 @@ class Board(Protocol):
     def read(self) -> list[str]:
         """Every post of the round so far."""
 
+    def done(self) -> int:
+        """Says this node has read the posts it waits for; returns how many nodes have."""
 
-def first(board: Board, mine: Posted, wait: float = WAIT_SECONDS) -> tuple[Posted, set[str]]:
+    def read_by(self) -> int:
+        """How many nodes have read the posts they wait for."""
+
+
+def first(board: Board, mine: Posted, wait: float) -> tuple[Posted, set[str] | None]:
     """The earliest of the round's first failures, `mine` posted among them, and the addresses of
-    the other nodes that posted; within `wait` seconds, sooner once every node has posted. A board
-    whose store went away counts what it had read."""
+    the other nodes that posted (None: the store was out of reach from the start); within `wait`
+    seconds, sooner once every node has posted.
+
+    Then it waits (within the same bound) until every node that posted has read the posts, so
+    that the store's host, which ends once it has, never takes the store from a node still
+    reading. What was read stands where the store went away, or stopped answering (its calls have
+    no bound of ours: they run in a thread of their own, left behind).
+    """
     posts: list[str] = []
-    try:
-        board.post(mine.text())
-        deadline = time.monotonic() + wait
-        posts = board.read()
-        while len(posts) < board.nodes and time.monotonic() < deadline:
-            time.sleep(0.05)
-            posts = board.read()
-    except RuntimeError:  # the store's host is gone (DistStoreError): what was read stands
-        pass
-    found = [mine, *map(Posted.of, posts)]
-    return min(found, key=lambda p: p.time_ns), {p.address for p in found} - {mine.address}
+    reached = threading.Event()
+
+    def exchange() -> None:
+        with contextlib.suppress(RuntimeError):  # the store's host is gone (DistStoreError)
+            board.post(mine.text())
+            reached.set()
+            deadline = time.monotonic() + wait
+            while (read := board.read()) and len(read) < board.nodes:
+                posts[:] = read
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+            posts[:] = read
+            count = board.done()
+            while count < len(posts) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                count = board.read_by()
+
+    thread = threading.Thread(target=exchange, name="first-failure", daemon=True)
+    thread.start()
+    thread.join(wait + 1)
+    found = [mine, *_parsed(list(posts))]
+    posted_by = {p.address for p in found} - {mine.address} if reached.is_set() else None
+    return min(found, key=lambda p: p.time_ns), posted_by
+
+
+def _parsed(posts: list[str]) -> list[Posted]:
+    """The posts this launcher can read; one of another version's is left out."""
+    parsed = []
+    for text in posts:
+        with contextlib.suppress(ValueError, TypeError):
+            parsed.append(Posted.of(text))
+    return parsed
 
 
 def root_cause(
-    board: Board, mine: Posted, loss: Posted | None, others: Mapping[str, str]
+    board: Board,
+    mine: Posted,
+    wait: float,
+    loss: Posted | None,
+    others: Mapping[str, str],
+    store_lost: str,
 ) -> Posted:
-    """The root cause across nodes: the first failure posted (`first`) or `loss`, a node this
-    node found lost; or, where the first failure says gloo's connection to one of the `others`
-    (their labels by address) was closed and that node posted nothing, that node: a node that
-    crashed, its launcher with its workers."""
-    found, posted_by = first(board, mine)
+    """The root cause across nodes: the first failure posted (`first`) or `loss`, a node this node
+    found lost. Where the store was out of reach, `store_lost`, the line naming its host lost (""
+    where it is this node). Where the first failure says gloo's connection to one of the `others`
+    (their labels by address) was closed and that node posted nothing: that node, which crashed,
+    its launcher with its workers."""
+    found, posted_by = first(board, mine, wait)
+    if posted_by is None and store_lost:
+        return Posted(mine.time_ns, store_lost, 1, mine.address)
     if loss:
         found = min(found, loss, key=lambda p: p.time_ns)
     for address, label in others.items():
-        if address not in posted_by and _closed_by(found.error, address):
+        if posted_by is not None and address not in posted_by and _closed_by(found.error, address):
             lost = f"{label} was lost: it closed its connections ({found.what})"
             return Posted(found.time_ns, lost, 1, address)
     return found

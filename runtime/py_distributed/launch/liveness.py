@@ -2,19 +2,20 @@
 
 Every agent writes a heartbeat into the rendezvous state every keep_alive_interval (5 s), and torch
 drops a node whose heartbeat is keep_alive_interval x keep_alive_max_attempt old (15 s) from the
-rendezvous (`DynamicRendezvousHandler._sanitize`), and that is all (pytorch#111646): the other
+rendezvous (`_BackendRendezvousStateHolder._sanitize`), and that is all (pytorch#111646): the other
 nodes' workers wait in a collective for the lost node's ranks until gloo's 30 minutes pass (NCCL's
 10), and where the lost node held the store (a frozen chief, a cut link), every agent blocks in
 `TCPStore::doWait`, which has no timeout and outlives SIGTERM.
 
 `Watch` looks once a second at what the rendezvous handler has already read from the store, so it
-adds no traffic, and measures every age by this node's own monotonic clock, so clock skew between
-nodes does not count:
+adds no traffic, and measures every age by this node's own monotonic clock: a heartbeat counts as
+long as it changes, whatever time it says, so clock skew adds no loss of its own (torch's drop of a
+node whose heartbeat looks 15 s old by the reading node's clock still counts as one):
 
 - a node whose heartbeat has not changed for the deadline (or that torch dropped) is lost: this
   node stops its workers, which torch elastic takes as a failure. It restarts the round without the
   lost node while max_restarts lasts (nnodes=MIN:MAX), or the job ends, the lost node named as the
-  root cause (`cause`).
+  root cause (`first`).
 - no read of the store for the deadline: the store's host is lost, or this node is cut off from
   it, and so is the job (torch elastic cannot go on without the store's host, pytorch#67742). Its
   agent may never return: this node SIGKILLs its workers and ends itself, exit code 1.
@@ -27,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,27 +102,29 @@ class Round:
         store: str,  # the store's address
         store_host: Node | None,
         deadline: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sight, self._nodes, self._deadline = sight, nodes, deadline
-        self._store, self._store_host = store, store_host
-        now = time.monotonic()
+        self._store, self._store_host, self._clock = store, store_host, clock
+        now = clock()
         self._seen = dict.fromkeys(nodes, now)  # when its heartbeat last changed
         self._beats = dict(sight.heartbeats())
         self._looked = self._since = now
 
     def look(self) -> Loss | None:
         """The loss found now, if any. A node's heartbeat is judged as of this node's last read of
-        the store, so that a silent store is found as such, not as a silent node."""
-        now = time.monotonic()
+        the store, so that a silent store is found as such, not as a silent node; a closed
+        rendezvous (a node ended, and so will the others) is no loss."""
+        now = self._clock()
         if now - self._looked > self._deadline / 2:  # this node itself stood still (SIGSTOP)
             self._since = now
             self._seen = dict.fromkeys(self._seen, now)
         self._looked = now
         synced = max(self._sight.synced(), self._since)
-        if now - synced > self._deadline:
-            return _loss(self._store_host, now - synced, self._store)
         if self._sight.closed():
             return None
+        if now - synced > self._deadline:
+            return _loss(self._store_host, now - synced, self._store)
         beats = self._sight.heartbeats()
         for key, node in self._nodes.items():
             if key in beats and beats[key] != self._beats.get(key):
@@ -174,8 +177,8 @@ class Watch:
         store_host = next((n for n in others.values() if n.address == host), None)
         with self._lock:
             self._round = Round(sight, others, store, store_host, deadline)
-            self._board, self._me, self._others = board, everyone[me], list(others.values())
-            self._store_host = store_host
+            self._board, self._me, self._store_host = board, everyone[me], store_host
+            self._others = list(others.values())
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="liveness", daemon=True)
                 self._thread.start()
@@ -188,11 +191,16 @@ class Watch:
     def store_lost(self) -> str:
         """Where the store's host was another node of the latest round, the line that names it
         lost, for a store that closed its connection; "" otherwise."""
-        with self._lock:
-            host = self._store_host
+        host = self._store_host
         return (
             f"{host.label()} was lost: its rendezvous store closed the connection" if host else ""
         )
+
+    def lost(self) -> str:
+        """The line of the node this node's watch found lost in the latest round, if any: a job
+        whose next round never formed (a fixed nnodes waits join_timeout for it) names it."""
+        cause = self._cause
+        return cause.line() if cause else ""
 
     def mine(self, local: Failure) -> first_failure.Posted:
         """This node's first failure, `local`, as it posts it."""
@@ -201,15 +209,16 @@ class Watch:
             local, f" on {me.label()}" if me else "", me.address if me else ""
         )
 
-    def first(self, mine: first_failure.Posted) -> first_failure.Posted:
+    def first(self, mine: first_failure.Posted, wait: float) -> first_failure.Posted:
         """The round's root cause across nodes (`first_failure.root_cause`), with the loss this
-        node's watch found."""
+        node's watch found; within `wait` seconds."""
         with self._lock:
-            board, cause, others = self._board, self._cause, self._others
+            board, cause, others, me = self._board, self._cause, self._others, self._me
         if not board:
             return mine
-        loss = _posted(cause) if cause and not cause.store else None
-        return first_failure.root_cause(board, mine, loss, {n.address: n.label() for n in others})
+        loss = _posted(cause, me) if cause and not cause.store else None
+        labels = {n.address: n.label() for n in others}
+        return first_failure.root_cause(board, mine, wait, loss, labels, self.store_lost())
 
     def end_round(self) -> None:
         """Stops watching the round; its nodes and board stay, for the report of its failure."""
@@ -222,24 +231,28 @@ class Watch:
 
     def _run(self) -> None:
         while not self._stopped.wait(_LOOK_SECONDS):
-            with self._lock:
-                loss = self._round.look() if self._round and not self._cause else None
-                if loss:
-                    self._cause = loss
-            if loss and loss.store:
-                self._abandon(loss)
-            elif loss:
-                self._say(f"error: {loss.line()}; stopping this node's workers")
-                self._post(loss)
-                self._workers.kill(self._workers.watched())
+            try:
+                self._look()
+            except Exception as error:  # noqa: BLE001 - the watch goes on; the job is not its
+                self._say(f"liveness: {type(error).__name__}: {error}")
 
-    def _post(self, loss: Loss) -> None:
-        """Posts the loss as this node's first failure."""
+    def _look(self) -> None:
         with self._lock:
-            board = self._board
-        if board:
-            with contextlib.suppress(RuntimeError):  # the store's host is gone too
-                board.post(_posted(loss).text())
+            loss = self._round.look() if self._round and not self._cause else None
+            board, me = self._board, self._me
+        if loss and loss.store:
+            self._abandon(loss)
+        elif loss:
+            # Found while no worker runs (starting, or being stopped), it is found again at the
+            # next look, until there are workers to stop or the round ends.
+            if not self._workers.kill(self._workers.watched()):
+                return
+            with self._lock:
+                self._cause = loss
+            self._say(f"error: {loss.line()}; stopped this node's workers")
+            if board:
+                with contextlib.suppress(RuntimeError):  # the store's host is gone too
+                    board.post(_posted(loss, me).text())
 
     def _abandon(self, loss: Loss) -> None:
         """Ends this launcher, whose agent waits on the store and may never return."""
@@ -273,11 +286,9 @@ def current() -> Watch | None:
     return _current
 
 
-def _posted(loss: Loss) -> first_failure.Posted:
-    """The loss as a first failure, as of when the lost node went silent."""
-    return first_failure.Posted(
-        loss.since_ns, loss.line(), 1, loss.node.address if loss.node else ""
-    )
+def _posted(loss: Loss, me: Node | None) -> first_failure.Posted:
+    """The loss as this node's (`me`) first failure, as of when the lost node went silent."""
+    return first_failure.Posted(loss.since_ns, loss.line(), 1, me.address if me else "")
 
 
 def _address_of(host: str) -> str:

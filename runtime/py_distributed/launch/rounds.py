@@ -38,6 +38,8 @@ from py_distributed.settings.config import READ_TIMEOUT_DEFAULT
 BACKEND = "c10d-rounds"
 # What the launcher runs for torch's own c10d backend across nodes.
 REPLACES = "c10d"
+# torch's keep-alive interval (s) and attempts, and all of torch 2.4's (it takes no other).
+_TORCH_KEEP_ALIVE = (5, 3)
 
 
 def register() -> None:
@@ -94,7 +96,9 @@ class RoundsHandler(DynamicRendezvousHandler):
         if watch:
             endpoint, deadline = self._watched
             state = self._state_holder.state
-            nodes = {repr(node): (rank, node.addr) for node, rank in state.participants.items()}
+            # Copies first: the keep-alive thread's sync may prune them meanwhile.
+            participants = dict(state.participants)
+            nodes = {repr(node): (rank, node.addr) for node, rank in participants.items()}
             me = repr(self._this_node)
             board = _Board(
                 self._store, self._settings.run_id, state.round, nodes[me][0], len(nodes)
@@ -122,6 +126,12 @@ class _Board:
         keys = [f"{self._prefix}{rank}" for rank in range(self.nodes)]
         return [self._store.get(key).decode() for key in keys if self._store.check([key])]
 
+    def done(self) -> int:
+        return int(self._store.add(f"{self._prefix}read", 1))
+
+    def read_by(self) -> int:
+        return int(self._store.add(f"{self._prefix}read", 0))
+
 
 class _Sight:
     """What a handler has read from the store (`liveness.Sight`): torch's own state holder,
@@ -136,7 +146,8 @@ class _Sight:
         return float(self._holder._last_sync_time)  # type: ignore[attr-defined]
 
     def heartbeats(self) -> Mapping[str, object]:
-        return {repr(node): beat for node, beat in self._holder.state.last_heartbeats.items()}
+        beats = dict(self._holder.state.last_heartbeats)  # a copy: the keep-alive may prune it
+        return {repr(node): beat for node, beat in beats.items()}
 
     def closed(self) -> bool:
         return bool(self._holder.state.closed)
@@ -167,13 +178,19 @@ class Settings:
                 seconds("close_timeout"),
                 seconds("heartbeat_timeout"),
             ),
-            params.get_as_int("keep_alive_interval") or 5,
-            params.get_as_int("keep_alive_max_attempt") or 3,
+            params.get_as_int("keep_alive_interval") or _TORCH_KEEP_ALIVE[0],
+            params.get_as_int("keep_alive_max_attempt") or _TORCH_KEEP_ALIVE[1],
         )
 
     def dead_after(self) -> float:
-        """Seconds without a heartbeat after which torch drops a node from the rendezvous."""
-        return float(self.keep_alive_interval * self.keep_alive_max_attempt)
+        """Seconds without a changed heartbeat after which `liveness` calls a node lost: torch's
+        own (interval x attempts, after which it drops the node), where this torch takes those
+        settings (2.4: 5 s x 3), and never less than two intervals and 2 s, in which a living
+        node's heartbeat is always seen to change."""
+        interval, attempts = self.keep_alive_interval, self.keep_alive_max_attempt
+        if not facilities.takes_keep_alive():
+            interval, attempts = _TORCH_KEEP_ALIVE
+        return float(max(interval * attempts, 2 * interval + 2))
 
     def keep_alive(self) -> tuple[int, ...]:
         """`from_backend`'s keep-alive arguments where this torch takes them (2.4: 5 s, 3 tries)."""

@@ -56,12 +56,14 @@ _FRESH: dict[int, Callable[[int, FrameType | None], object] | int] = {
 
 
 @contextlib.contextmanager
-def handled(config: LaunchConfig, workers: Workers, *, name: str) -> Iterator[LaunchConfig]:
+def handled(
+    config: LaunchConfig, workers: Workers, *, name: str, stopping: Callable[[], None]
+) -> Iterator[LaunchConfig]:
     """Handles the launcher's stop and preemption signals for the block, for the launch's
-    `workers`; yields the config to hand torch elastic, whose `signals_to_handle` no longer names
-    them. The signal handlers as they were come back when the block ends. Outside the main
-    thread, where signal handlers cannot be installed (torch elastic then warns that it cannot
-    either), `config` is yielded unchanged.
+    `workers`, calling `stopping` first on a stop; yields the config to hand torch elastic, whose
+    `signals_to_handle` no longer names them. The signal handlers as they were come back when the
+    block ends. Outside the main thread, where signal handlers cannot be installed (torch elastic
+    then warns that it cannot either), `config` is yielded unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield config
@@ -74,7 +76,7 @@ def handled(config: LaunchConfig, workers: Workers, *, name: str) -> Iterator[La
     taken = {sig.name for sig in (*stops, *FORWARDED_SIGNALS)}
     left_to_torch = ",".join(part for part in listed if part and part not in taken)
     previous = {sig: signal.getsignal(sig) for sig in (*stops, *FORWARDED_SIGNALS)}
-    handlers = _Handlers(name, workers)
+    handlers = _Handlers(name, workers, stopping)
     told = copy.copy(config)  # not dataclasses.replace, which runs torch's CUDA probe again
     if knob:
         told.signals_to_handle = left_to_torch or _TORCH_FALLBACK
@@ -108,12 +110,14 @@ class _Handlers:
 
     name: str  # for messages
     workers: Workers
+    stopping: Callable[[], None]  # told first (the other nodes stop too: no more liveness)
     stacks_shown: bool = False
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         """Shows every running rank's stacks, then stops the launch as torch elastic's handler
         would. A second stop signal stops at once."""
         sigval = signal.Signals(signum)
+        self.stopping()
         if not self.stacks_shown:
             self.stacks_shown = True
             try:

@@ -24,6 +24,7 @@ from py_distributed.launch import (
     environment,
     facilities,
     failures,
+    first_failure,
     liveness,
     loopback,
     rounds,
@@ -253,7 +254,7 @@ def run(launch: Launch, *, name: str) -> Outcome:
             with (
                 liveness.watching(watch),
                 shutdown.bounded(workers, launch.shutdown_timeout, name=name),
-                signals.handled(launch.config, workers, name=name) as config,
+                signals.handled(launch.config, workers, name=name, stopping=watch.close) as config,
                 console.torch_elastic_log(os.environ),
             ):
                 elastic_launch(config, launch.entrypoint)(*launch.entrypoint_args)
@@ -262,7 +263,7 @@ def run(launch: Launch, *, name: str) -> Outcome:
         # cause (`root_cause`, `first_failure`).
         ordered = failures.collected(failed, workers)
         mine = watch.mine(ordered[0])
-        first = watch.first(mine)
+        first = watch.first(mine, launch.shutdown_timeout + first_failure.WAIT_SECONDS)
         if first == mine:
             print(report(name, ordered), file=sys.stderr)
             return outcome(exit_code_of_worker(ordered[0].exitcode), ordered)
@@ -273,12 +274,13 @@ def run(launch: Launch, *, name: str) -> Outcome:
         print(report(name, ordered, elsewhere), file=sys.stderr)
         return outcome(first.exit_code, ordered)
     except RendezvousError as error:
-        # A store that closed its connection mid-job: its host is lost (`liveness`).
-        lost = watch.store_lost() if isinstance(error, RendezvousConnectionError) else ""
-        line = (
-            f"root cause: {lost}" if lost else f"error: {failures.rendezvous(launch.config, error)}"
-        )
-        print(f"{name}: {line}", file=sys.stderr)
+        # A store that closed its connection mid-job: its host is lost; a round that never formed
+        # after the watch found a node lost: that node (`liveness`).
+        closed = watch.store_lost() if isinstance(error, RendezvousConnectionError) else ""
+        if lost := watch.lost() or closed:
+            print(f"{name}: root cause: {lost}", file=sys.stderr)
+        if not closed:
+            print(f"{name}: error: {failures.rendezvous(launch.config, error)}", file=sys.stderr)
         if launch.config.max_nodes > 1:
             # The node hosting the store has just closed the rendezvous in it. Nodes still waiting
             # poll it every second: keep it up so they read "closed", not "connection refused".
