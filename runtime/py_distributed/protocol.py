@@ -22,6 +22,9 @@ RUN_ID_ENV = "PY_DISTRIBUTED_RUN_ID"
 LAUNCHER_PID_ENV = "PY_DISTRIBUTED_LAUNCHER_PID"
 # A directory of the launch's own, where each worker writes its `Record` and its stacks.
 WORKERS_DIR_ENV = "PY_DISTRIBUTED_WORKERS_DIR"
+# Set by a launcher with a hang timeout: every how many seconds each worker writes its progress in
+# its collectives (`progress_file`); unset, a worker writes none.
+PROGRESS_ENV = "PY_DISTRIBUTED_PROGRESS_SECONDS"
 
 # The signal on which a worker writes the Python stacks of all its threads into its stacks file,
 # for the launcher to print when it is told to stop. Linux leaves real-time signals to applications
@@ -61,6 +64,27 @@ def stacks_file(directory: str, pid: int) -> str:
     return os.path.join(directory, f"{pid}.stacks")
 
 
+def progress_file(directory: str, pid: int) -> str:
+    """Where the worker with `pid` writes its progress in its collectives: JSON, {"rank": R,
+    "time_ns": wall clock, "groups": {name: {"desc", "ranks", "enqueued", "completed"}}}, the
+    sequence numbers of each process group's last collective enqueued and completed."""
+    return os.path.join(directory, f"{pid}.progress")
+
+
+def in_flight_file(directory: str, pid: int) -> str:
+    """Where the worker with `pid` writes the collectives it has in flight, once asked (a file at
+    this path with `.request` added): JSON, a list of {"group", "desc", "seq", "op"}."""
+    return os.path.join(directory, f"{pid}.in_flight")
+
+
+def write_json(path: str, value: object) -> None:
+    """Writes `value` as JSON whole or not at all: a reader never sees half of it."""
+    with contextlib.suppress(OSError):
+        with open(f"{path}.partial", "w", encoding="utf-8") as f:
+            json.dump(value, f)
+        os.replace(f"{path}.partial", path)
+
+
 def read_record(directory: str, pid: int) -> Record | None:
     """The record of worker `pid`; None if it wrote none (yet), or it cannot be read."""
     try:
@@ -73,8 +97,4 @@ def read_record(directory: str, pid: int) -> Record | None:
 def write_record(directory: str, pid: int, record: Record) -> None:
     """Writes `record` whole or not at all: the launcher never reads half a record. A worker that
     cannot write leaves the launcher with torch's view of it only."""
-    path = record_file(directory, pid)
-    with contextlib.suppress(OSError):
-        with open(f"{path}.partial", "w", encoding="utf-8") as f:
-            json.dump(asdict(record), f)
-        os.replace(f"{path}.partial", path)
+    write_json(record_file(directory, pid), asdict(record))

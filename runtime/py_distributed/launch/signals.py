@@ -24,10 +24,8 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -35,18 +33,13 @@ from torch.distributed.elastic.multiprocessing import api as torch_processes
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.launcher.api import LaunchConfig
 
-from py_distributed.launch import facilities
-from py_distributed.launch.workers import Worker, Workers
-from py_distributed.protocol import DUMP_SIGNAL, stacks_file
+from py_distributed.launch import facilities, stacks
+from py_distributed.launch.workers import Workers
+from py_distributed.protocol import DUMP_SIGNAL
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
-# How long the launcher waits for the stacks before the workers are stopped. A dump takes
-# milliseconds; a worker that cannot answer (stopped, in uninterruptible sleep) must not hold the
-# stop up for longer than this.
-DUMP_WAIT_SECONDS = 1.0
-_DUMP_POLL_SECONDS = 0.05
 # torch elastic warns, with a traceback, of a signal name it cannot install, the empty one included.
 _TORCH_FALLBACK = "SIGQUIT"
 # What a new interpreter does on a signal that it does not leave to the default action.
@@ -136,57 +129,11 @@ class _Handlers:
         _write(f"{self.name}: {name} sent on to {len(workers)} running workers\n")
 
     def _show_stacks(self, sigval: signal.Signals) -> None:
-        assert DUMP_SIGNAL is not None  # `handled` installs `stop` only where there is one
-        workers = self.workers.running()
-        if not workers:  # stopped before any started, or after all ended
-            return
-        files = {w.pid: stacks_file(self.workers.directory, w.pid) for w in workers}
-        # A worker without its file has not reached the user's code: DUMP_SIGNAL would kill it.
-        dumping = [w for w in workers if os.path.exists(files[w.pid])]
-        sizes = {w.pid: _size(files[w.pid]) for w in dumping}
-        for worker in dumping:
-            with contextlib.suppress(OSError):
-                os.kill(worker.pid, DUMP_SIGNAL)
-        self._wait_for_dumps(dumping, files, sizes)
-        blocks = [
-            f"{self.name}: {sigval.name}: Python stacks of the {len(workers)} running workers on"
-            f" {socket.gethostname()}, before they are stopped:\n"
-        ]
-        for worker in workers:
-            stacks = _read(files[worker.pid]) or "(none: it had not reached its main yet)"
-            blocks.append(f"{self.name}: {worker.label()}:\n{stacks.rstrip()}\n")
-        _write("\n".join(blocks))
-
-    def _wait_for_dumps(
-        self, workers: list[Worker], files: Mapping[int, str], sizes: Mapping[int, int]
-    ) -> None:
-        """Returns once every worker's file has grown and then kept its size for one poll
-        (faulthandler writes no end mark), or the worker has ended, or after DUMP_WAIT_SECONDS."""
-        deadline = time.monotonic() + DUMP_WAIT_SECONDS
-        last = dict(sizes)
-        while workers and time.monotonic() < deadline:
-            time.sleep(_DUMP_POLL_SECONDS)
-            now = {w.pid: _size(files[w.pid]) for w in workers}
-            written = [now[w.pid] > sizes[w.pid] and now[w.pid] == last[w.pid] for w in workers]
-            running = {w.pid for w in self.workers.running()}
-            if all(done or w.pid not in running for done, w in zip(written, workers, strict=True)):
-                return
-            last = now
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as stacks:
-            return stacks.read()
-    except OSError:
-        return ""
+        heading = f"{sigval.name}: Python stacks of the {{count}} running workers on {{host}}"
+        if text := stacks.collected(
+            self.workers, self.name, f"{heading}, before they are stopped:"
+        ):
+            _write(text)
 
 
 def _write(text: str) -> None:

@@ -25,6 +25,7 @@ from py_distributed.launch import (
     facilities,
     failures,
     first_failure,
+    hangs,
     liveness,
     loopback,
     rounds,
@@ -35,7 +36,7 @@ from py_distributed.launch.entry import WorkerEntry
 from py_distributed.launch.root_cause import Failure, Outcome, report
 from py_distributed.launch.warm_start import CUDA_CHECK_WITHOUT_INIT
 from py_distributed.launch.workers import Workers
-from py_distributed.protocol import WORKERS_DIR_ENV, exit_code_of_signal
+from py_distributed.protocol import PROGRESS_ENV, WORKERS_DIR_ENV, exit_code_of_signal
 from py_distributed.settings.config import TorchrunConfig
 from py_distributed.settings.node_address import IFNAME_VARIABLES
 
@@ -54,6 +55,7 @@ class Launch:
     environment: environment.Changes  # for the workers
     local_workers: int
     scratch: str  # the launch's temporary directory, which `prepare` was given
+    hang_timeout: float  # seconds without a completed collective while ranks wait; 0: off
 
 
 # How long a failed multi-node launcher keeps its rendezvous store up for the other nodes.
@@ -171,6 +173,7 @@ def prepare(
     if not users:
         launch_config.log_line_prefix_template = console.line_prefix(config)
 
+    hang_timeout = hangs.timeout_of(os.environ)
     workers: dict[str, str | None] = {
         **written_by_torch,
         # Teed output goes to a file, which Python would block-buffer: torchrun's `python -u`.
@@ -179,6 +182,8 @@ def prepare(
         **dict.fromkeys(_OWNED_PET_VARIABLES),
         **worker_environment,
     }
+    if hang_timeout:
+        workers[PROGRESS_ENV] = str(hangs.interval(hang_timeout))
     ifname = loopback.INTERFACE if config.standalone else config.socket_ifname
     if ifname:
         # gloo and NCCL otherwise use the host name's address, loopback on many machines.
@@ -204,6 +209,7 @@ def prepare(
         workers,
         local_workers,
         scratch,
+        hang_timeout,
     )
 
 
@@ -245,14 +251,12 @@ def run(launch: Launch, *, name: str) -> Outcome:
     try:
         with Workers() as workers:
             environment.apply({**launch.environment, WORKERS_DIR_ENV: workers.directory})
-            watch = liveness.Watch(
-                workers,
-                launch.local_workers,
-                name=name,
-                leftovers=(workers.directory, launch.scratch),
-            )
+            leftovers = (workers.directory, launch.scratch)
+            watch = liveness.Watch(workers, launch.local_workers, name=name, leftovers=leftovers)
+            hung = hangs.Watch(workers, launch.hang_timeout, name=name)
             with (
                 liveness.watching(watch),
+                hung,
                 shutdown.bounded(workers, launch.shutdown_timeout, name=name),
                 signals.handled(launch.config, workers, name=name, stopping=watch.close) as config,
                 console.torch_elastic_log(os.environ),
@@ -262,6 +266,8 @@ def run(launch: Launch, *, name: str) -> Outcome:
         # The one place a worker's failure is shown: the first to end, across nodes, is the root
         # cause (`root_cause`, `first_failure`).
         ordered = failures.collected(failed, workers)
+        if hung.found:  # its report is shown
+            return outcome(hangs.EXIT_HANG, ordered)
         mine = watch.mine(ordered[0])
         first = watch.first(mine, launch.shutdown_timeout + first_failure.WAIT_SECONDS)
         if first == mine:

@@ -16,6 +16,7 @@ from typing import NoReturn
 from py_distributed.protocol import (
     DUMP_SIGNAL,
     LAUNCHER_PID_ENV,
+    PROGRESS_ENV,
     WORKERS_DIR_ENV,
     Record,
     exit_code_of_signal,
@@ -23,7 +24,7 @@ from py_distributed.protocol import (
     stacks_file,
     write_record,
 )
-from py_distributed.worker import process_exit
+from py_distributed.worker import process_exit, progress
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -55,6 +56,7 @@ def run(work: Callable[[], object]) -> NoReturn:
     die_with_launcher()
     _announce()
     _answer_stack_requests()
+    _report_progress()
     _exit(_status_of(work))
 
 
@@ -134,6 +136,14 @@ def _answer_stack_requests() -> None:
         print(f"py_distributed: no stacks on stop: {error}", file=sys.stderr)
         return
     faulthandler.register(DUMP_SIGNAL, file=stacks, all_threads=True, chain=False)
+
+
+def _report_progress() -> None:
+    """Reports this worker's progress in its collectives where the launcher watches for hangs
+    (PROGRESS_ENV, `worker.progress`)."""
+    directory, interval = os.environ.get(WORKERS_DIR_ENV, ""), os.environ.get(PROGRESS_ENV, "")
+    if directory and interval:
+        progress.start(directory, float(interval))
 
 
 def die_with_launcher() -> None:
