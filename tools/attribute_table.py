@@ -110,7 +110,10 @@ def _row(name: str, meaning: str, declared: ast.expr | None) -> str:
     """One attribute's row: its doc split into the default, the meaning and the override."""
     default, override = "", ""
     if match := _RUN_TIME.search(meaning):
-        meaning, override = meaning[: match.start()], re.sub(r"PET_\w+", r"`\g<0>`", match[1])
+        meaning, override = (
+            meaning[: match.start()],
+            re.sub(r"(?:PET|PY_DISTRIBUTED)_\w+", r"`\g<0>`", match[1]),
+        )
     if match := _DEFAULT_TEXT.search(meaning):
         default, meaning = match[1], meaning[: match.start()] + meaning[match.end() :]
     elif match := _DEFAULT_VALUE.search(meaning):

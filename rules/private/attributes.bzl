@@ -46,6 +46,14 @@ SETTINGS = {
         doc = """further torchrun flags, e.g. `["--log-dir=/tmp/logs", "--tee=3"]`; the settings
         above have their own arguments and may not be repeated here. Default [].""",
     ),
+    "hang_timeout": attr.string(
+        default = "",
+        doc = """seconds with no collective completing on any rank while one waits in one, after
+        which the job is reported as hung (who waits for whom, in which collective, every rank's
+        stacks) and stopped, exit 124. "0" is off. Default: off for a binary; for a
+        py_distributed_test, a third of the test's timeout, so that the report comes before Bazel
+        stops the test. Run time: PY_DISTRIBUTED_HANG_TIMEOUT.""",
+    ),
     # A BUILD-only choice with no run-time override: Bazel checks it, and nothing else does.
     "worker_entry": attr.string(
         default = "stub",
@@ -68,7 +76,7 @@ SETTINGS = {
 
 # Settings that BUILD writes as an int, or None for unset, and the rule takes as a string, since
 # their other values are words ("gpu") or ranges ("1:4").
-_INT_OR_STRING = ["nnodes", "nproc_per_node"]
+_INT_OR_STRING = ["hang_timeout", "nnodes", "nproc_per_node"]
 
 def split_settings(kwargs, defaults = {}):
     """A public macro's keyword arguments, split into the torchrun settings and the rest.
@@ -91,7 +99,7 @@ def split_settings(kwargs, defaults = {}):
     return settings, rest
 
 def _as_attribute(key, value):
-    if key in _INT_OR_STRING and type(value) == "int":
+    if key in _INT_OR_STRING and type(value) in ("int", "float"):
         return str(value)
     if type(value) == "dict":
         return {k: str(v) for k, v in value.items()}

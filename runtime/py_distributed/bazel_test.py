@@ -23,6 +23,13 @@ from py_distributed.launch.root_cause import Outcome
 _ATTEMPT = re.compile(r"attempt_(\d+)")
 
 
+def hang_timeout() -> str:
+    """A test's hang timeout where BUILD gives none: a third of its TEST_TIMEOUT, so that a hang
+    in its first two thirds is reported before Bazel stops the test; "" (off) outside Bazel."""
+    seconds = os.environ.get("TEST_TIMEOUT", "")
+    return str(int(seconds) / 3) if seconds.isdecimal() and int(seconds) > 0 else ""
+
+
 def launch(job: pipeline.Job) -> int:
     """Runs `job` as a Bazel test and returns its exit status, as `pipeline.launch` does.
 

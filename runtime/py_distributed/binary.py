@@ -41,7 +41,14 @@ def main(*, settings: str, shim: str) -> NoReturn:
         at_stub = runfiles.anchored_at(binary.stub)
         return entry.for_binary(binary.worker_entry, shim, binary.main, at_stub)
 
+    hang_timeout = binary.hang_timeout or (bazel_test.hang_timeout() if binary.test else "")
     job = pipeline.Job(
-        binary.target, binary.values, "BUILD", workers_start, args, binary.torchrun_args
+        binary.target,
+        binary.values,
+        "BUILD",
+        workers_start,
+        args,
+        binary.torchrun_args,
+        hang_timeout=hang_timeout,
     )
     process_exit.exit(bazel_test.launch(job) if binary.test else pipeline.launch(job))

@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from harness.bazel import BIN
+from harness.bazel import BIN, ROOT, bazel
 from harness.launch import finish, launch
 
 HANG = BIN / "tests/e2e/hang"
@@ -60,3 +60,18 @@ def test_a_slow_rank_that_keeps_going_is_never_stopped(built, probe_dir, run_ids
     proc = launch(HANG, probe_dir, run_ids(), env=env, hang="slow", hang_step=1, steps=6)
     code, out = finish(proc, timeout=120)
     assert code == 0 and "hang: no collective" not in out, out
+
+
+def test_a_hung_bazel_test_is_reported_before_bazel_stops_it(built):
+    # The test's hang timeout is a third of its own: 15 s of 45.
+    done = bazel(
+        "test",
+        "//tests/e2e:hang_test",
+        "--test_env=PROBE_HANG=sleep",
+        "--test_timeout=45",
+        "--nocache_test_results",
+    )
+    log = (ROOT / "bazel-testlogs/tests/e2e/hang_test/test.log").read_text()
+    assert done.returncode == 3 and "TIMEOUT" not in done.stdout, done.stdout
+    assert "hang: no collective completed on any rank for 15 s" in log, log
+    assert "  waiting for rank 1: ranks 0, 2 wait in #6" in log, log

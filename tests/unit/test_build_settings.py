@@ -18,6 +18,7 @@ ATTRIBUTES = {
     "torchrun_args": ["--tee=3"],
     "worker_entry": "pythonpath",
     "start_method": "",
+    "hang_timeout": "90",
 }
 
 
@@ -42,6 +43,7 @@ def test_the_file_holds_what_build_says_as_pet_variables_spell_it(tmp_path):
         stub="ws/train/model",
         main="ws/train/model.py",
         worker_entry="pythonpath",
+        hang_timeout="90",
         test=True,
         # Empty values are left to the cluster description or torchrun's defaults.
         values={
@@ -63,3 +65,13 @@ def test_a_bad_value_fails_with_one_line_and_writes_no_file(tmp_path, capsys):
         " auto, cpu, gpu, xpu\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_hang_timeout_fails_the_build_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        check(tmp_path, {**ATTRIBUTES, "hang_timeout": "soon"})
+    assert exit_.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "//train:model: error: hang_timeout='soon' (from BUILD): use a number of seconds, 0 for"
+        " none\n"
+    )

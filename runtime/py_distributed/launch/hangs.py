@@ -18,27 +18,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from py_distributed.errors import UsageError
 from py_distributed.launch import stacks
 from py_distributed.launch.workers import Workers
 from py_distributed.protocol import in_flight_file, progress_file
 
 # The exit code of a job stopped by its hang timeout, as timeout(1)'s.
 EXIT_HANG = 124
-# The run-time override of a binary's hang_timeout, in seconds; 0 is off.
-HANG_TIMEOUT_ENV = "PY_DISTRIBUTED_HANG_TIMEOUT"
-
-
-def timeout_of(environ: Mapping[str, str]) -> float:
-    """The hang timeout HANG_TIMEOUT_ENV sets: seconds, 0 (the default) for none."""
-    text = environ.get(HANG_TIMEOUT_ENV, "") or "0"
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise UsageError(f"{HANG_TIMEOUT_ENV}={text!r}: use a number of seconds, 0 for none")
-    return value
 
 
 def interval(timeout: float) -> float:

@@ -21,7 +21,7 @@ from py_distributed.launch import environment, facilities, warm_start
 from py_distributed.launch.entry import WorkerEntry
 from py_distributed.launch.root_cause import Outcome
 from py_distributed.protocol import LAUNCHER_PID_ENV, RUN_ID_ENV
-from py_distributed.settings import config, node_address
+from py_distributed.settings import checks, config, node_address
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Job:
     torchrun_args: Sequence[str] = ()
     environment: Mapping[str, str] = field(default_factory=dict)  # more for the workers
     cluster: Cluster | None = None  # None: read from the environment
+    hang_timeout: str = ""  # seconds, from BUILD (`checks.hang_timeout`); "" unset
 
 
 def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int:
@@ -61,6 +62,7 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
             stack.enter_context(warm_start.served(entry))  # before torch: both import it at once
             from py_distributed.launch import torchrun
 
+            hang = checks.hang_timeout(job.hang_timeout, job.explicit_source, os.environ)
             markers = {RUN_ID_ENV: torchrun_config.rdzv_id, LAUNCHER_PID_ENV: str(os.getpid())}
             prepared = torchrun.prepare(
                 torchrun_config,
@@ -69,6 +71,7 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
                 {**job.environment, **markers},
                 name=job.name,
                 scratch=scratch,
+                hang_timeout=hang,
             )
         except UsageError as error:
             print_usage_error(job.name, error)

@@ -119,6 +119,7 @@ def prepare(
     *,
     name: str,
     scratch: str,
+    hang_timeout: float = 0,
 ) -> Launch:
     """Checks the launch as torchrun would, raising UsageError instead of starting workers.
 
@@ -173,7 +174,6 @@ def prepare(
     if not users:
         launch_config.log_line_prefix_template = console.line_prefix(config)
 
-    hang_timeout = hangs.timeout_of(os.environ)
     workers: dict[str, str | None] = {
         **written_by_torch,
         # Teed output goes to a file, which Python would block-buffer: torchrun's `python -u`.

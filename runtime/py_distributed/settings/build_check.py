@@ -29,15 +29,18 @@ def main(argv: Sequence[str]) -> None:
     attributes = json.loads(args.attributes)
     torchrun_args = attributes.pop("torchrun_args")
     worker_entry = attributes.pop("worker_entry")  # Bazel checked it (`values`)
+    hang_timeout = attributes.pop("hang_timeout")
     # Only what BUILD says: the rest is left to the cluster description or torchrun's defaults.
     values = {knob: text for knob, value in attributes.items() if (text := _as_variable(value))}
     with exit_on_usage_error(args.target):
         checks.check_build_values(values, torchrun_args)
+        checks.hang_timeout(hang_timeout, "BUILD", {})
     settings = build.BuildSettings(
         target=args.target,
         stub=args.stub,
         main=args.main,
         worker_entry=worker_entry,
+        hang_timeout=hang_timeout,
         test=args.test,
         values=values,
         torchrun_args=tuple(torchrun_args),

@@ -143,3 +143,26 @@ def _check_torchrun_args(torchrun_args: Sequence[str]) -> None:
         else:
             fix = "the launcher decides how workers start; remove it"
         raise UsageError(f"torchrun_args has {arg!r}: {fix}")
+
+
+# The run-time override of a binary's hang_timeout (launch.hangs), in seconds; 0 is off.
+HANG_TIMEOUT_ENV = "PY_DISTRIBUTED_HANG_TIMEOUT"
+
+
+def hang_timeout(explicit: str, source: str, environ: Mapping[str, str]) -> float:
+    """The hang timeout in seconds, 0 for none: HANG_TIMEOUT_ENV (empty counts as unset), else
+    `explicit` (from `source`: "BUILD")."""
+    text, source = (
+        (environ[HANG_TIMEOUT_ENV], HANG_TIMEOUT_ENV)
+        if environ.get(HANG_TIMEOUT_ENV)
+        else (explicit or "0", source)
+    )
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UsageError(
+            f"hang_timeout={text!r} (from {source}): use a number of seconds, 0 for none"
+        )
+    return value

@@ -4,6 +4,7 @@ import pytest
 
 from py_distributed.errors import UsageError
 from py_distributed.launch import hangs
+from py_distributed.settings import checks
 
 
 def progress(rank, **groups):
@@ -49,10 +50,15 @@ def test_ranks_computing_with_nobody_waiting_is_no_hang():
 
 
 @pytest.mark.parametrize("text", ["-1", "soon", "inf", "nan"])
-def test_a_bad_hang_timeout_is_one_line(text):
-    with pytest.raises(UsageError, match=rf"PY_DISTRIBUTED_HANG_TIMEOUT='{text}': use a number"):
-        hangs.timeout_of({"PY_DISTRIBUTED_HANG_TIMEOUT": text})
+def test_a_bad_hang_timeout_is_one_line_naming_where_it_came_from(text):
+    variable = {"PY_DISTRIBUTED_HANG_TIMEOUT": text}
+    with pytest.raises(UsageError, match=rf"hang_timeout='{text}' \(from PY_DISTRIBUTED_HANG_T"):
+        checks.hang_timeout("60", "BUILD", variable)
+    with pytest.raises(UsageError, match=rf"hang_timeout='{text}' \(from BUILD\): use a number"):
+        checks.hang_timeout(text, "BUILD", {})
 
 
-def test_no_hang_timeout_by_default():
-    assert hangs.timeout_of({}) == 0 == hangs.timeout_of({"PY_DISTRIBUTED_HANG_TIMEOUT": ""})
+def test_the_variable_wins_over_build_and_none_is_off():
+    assert checks.hang_timeout("60", "BUILD", {"PY_DISTRIBUTED_HANG_TIMEOUT": "0"}) == 0
+    assert checks.hang_timeout("60", "BUILD", {"PY_DISTRIBUTED_HANG_TIMEOUT": ""}) == 60
+    assert checks.hang_timeout("", "BUILD", {}) == 0
