@@ -2,7 +2,6 @@
 (tests/e2e/hang.py, 3 ranks): a rank asleep outside any collective, a rank in another collective
 than its peers, a slow rank that keeps going; with spawn and fork."""
 
-import re
 import time
 
 import pytest
@@ -12,6 +11,12 @@ from harness.launch import finish, launch
 HANG = BIN / "tests/e2e/hang"
 TIMEOUT = 5  # PY_DISTRIBUTED_HANG_TIMEOUT
 NAME = "//tests/e2e:hang"
+# The line of hang.py where the hung rank sleeps.
+SLEEP_LINE = next(
+    number
+    for number, line in enumerate((ROOT / "tests/e2e/hang.py").read_text().splitlines(), 1)
+    if "time.sleep(3600)" in line
+)
 
 
 def hang(probe_dir, run_ids, method, **probe):
@@ -40,7 +45,7 @@ def test_a_rank_asleep_outside_any_collective_is_named_with_its_stack(
     ], out
     # Its stack shows the line it sleeps on.
     rank1 = out.split(f"{NAME}: rank 1 (local rank 1,")[1].split(f"{NAME}: rank 2 (")[0]
-    assert re.search(r'hang\.py", line 24 in main', rank1), rank1
+    assert f'hang.py", line {SLEEP_LINE} in main' in rank1, rank1
     # Start-up, the timeout, then the report and the stop on a loaded 2-core machine.
     assert took < 30 + TIMEOUT + 15, took
 
@@ -52,6 +57,19 @@ def test_a_rank_in_another_collective_is_named_as_a_mismatch(built, probe_dir, r
         "  mismatched collectives in group 0 (default_pg, ranks 0-2): rank 0 in all_reduce #6,"
         " rank 1 in broadcast #6, rank 2 in all_reduce #6"
     ) in report_of(out), out
+
+
+def test_a_rank_waiting_in_a_subgroups_collective_names_whom_it_waits_for(
+    built, probe_dir, run_ids
+):
+    code, out, _ = hang(probe_dir, run_ids, "spawn", hang="subgroup")
+    assert code == 124, out
+    found = report_of(out)
+    assert "  rank 2: in all_reduce #1 of group 1 (ranks 1-2)" in found, out
+    assert "  waiting for ranks 1, 2: rank 0 waits in #6 of group 0 (default_pg, ranks 0-2)" in (
+        found
+    ), out
+    assert "  waiting for rank 1: rank 2 waits in #1 of group 1 (ranks 1-2)" in found, out
 
 
 def test_a_slow_rank_that_keeps_going_is_never_stopped(built, probe_dir, run_ids):
