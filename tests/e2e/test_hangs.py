@@ -9,7 +9,7 @@ from harness.bazel import BIN, ROOT, bazel
 from harness.launch import finish, launch
 
 HANG = BIN / "tests/e2e/hang"
-TIMEOUT = 5  # PY_DISTRIBUTED_HANG_TIMEOUT
+TIMEOUT = 3  # PY_DISTRIBUTED_HANG_TIMEOUT
 NAME = "//tests/e2e:hang"
 # The line of hang.py where the hung rank sleeps.
 SLEEP_LINE = next(
@@ -73,23 +73,23 @@ def test_a_rank_waiting_in_a_subgroups_collective_names_whom_it_waits_for(
 
 
 def test_a_slow_rank_that_keeps_going_is_never_stopped(built, probe_dir, run_ids):
-    # 3 s a step against the 5 s timeout: its peers wait, but a collective completes every 3 s.
+    # 2 s a step against the 3 s timeout: its peers wait, but a collective completes every 2 s.
     env = {"PY_DISTRIBUTED_HANG_TIMEOUT": str(TIMEOUT)}
-    proc = launch(HANG, probe_dir, run_ids(), env=env, hang="slow", hang_step=1, steps=6)
+    proc = launch(HANG, probe_dir, run_ids(), env=env, hang="slow", hang_step=1, steps=5)
     code, out = finish(proc, timeout=120)
     assert code == 0 and "hang: no collective" not in out, out
 
 
 def test_a_hung_bazel_test_is_reported_before_bazel_stops_it(built):
-    # The test's hang timeout is a third of its own: 15 s of 45.
+    # The test's hang timeout is a third of its own: 12 s of 36.
     done = bazel(
         "test",
         "//tests/e2e:hang_test",
         "--test_env=PROBE_HANG=sleep",
-        "--test_timeout=45",
+        "--test_timeout=36",
         "--nocache_test_results",
     )
     log = (ROOT / "bazel-testlogs/tests/e2e/hang_test/test.log").read_text()
     assert done.returncode == 3 and "TIMEOUT" not in done.stdout, done.stdout
-    assert "hang: no collective completed on any rank for 15 s" in log, log
+    assert "hang: no collective completed on any rank for 12 s" in log, log
     assert "  waiting for rank 1: ranks 0, 2 wait in #6" in log, log

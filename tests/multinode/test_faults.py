@@ -95,6 +95,7 @@ FIXED = {
     "PROBE_STEPS": "400",
     "PET_NPROC_PER_NODE": "1",
     "PET_RDZV_CONF": "keep_alive_interval=3,keep_alive_max_attempt=3",
+    "PET_SHUTDOWN_TIMEOUT": "1",  # a node waits for the others' first failures this and 2 s
 }
 
 
