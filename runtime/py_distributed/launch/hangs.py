@@ -113,11 +113,10 @@ def _op(flying: InFlight, name: str, seq: int) -> str:
 
 
 def _group(name: str, group: Mapping[str, Any]) -> str:
-    desc = group.get("desc") or ""
-    ranks = group.get("ranks") or []
-    members = f", ranks {_span(ranks)}" if ranks else ""
-    label = f" ({desc}{members})" if desc not in ("", "undefined") else f" ({members[2:]})"
-    return f"group {name}{label if ranks or desc not in ('', 'undefined') else ''}"
+    desc, ranks = group.get("desc") or "", group.get("ranks") or []
+    parts = [desc] if desc not in ("", "undefined") else []  # torch's name for no description
+    parts += [f"ranks {_span(ranks)}"] if ranks else []
+    return f"group {name} ({', '.join(parts)})" if parts else f"group {name}"
 
 
 def _span(ranks: Sequence[int]) -> str:
