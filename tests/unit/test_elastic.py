@@ -154,6 +154,8 @@ def test_a_c10d_job_across_nodes_runs_torchs_c10d_with_a_new_workers_store_each_
     try:
         first = handler.next_rendezvous().bootstrap_store_info
         second = handler.next_rendezvous().bootstrap_store_info
+        # Both stores, the chief's and the workers', on --local-addr alone.
+        assert {address for address, _ in listening_addresses([os.getpid()])} == {"127.0.0.1"}
     finally:
         handler.shutdown()
     if facilities.shares_agent_store():  # torch 2.4: rank 0's worker makes one each round

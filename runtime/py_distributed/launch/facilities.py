@@ -58,8 +58,8 @@ def launch_config_fields() -> frozenset[str]:
 @functools.cache
 def shares_agent_store() -> bool:
     """Whether torch's c10d rendezvous hosts the workers' store in the agent
-    (`_create_tcp_store_server`), which the loopback rendezvous binds to 127.0.0.1; without it,
-    rank 0's worker hosts a store of its own, on every interface."""
+    (`_create_tcp_store_server`), which the launcher binds to the node's address (`stores`);
+    without it, rank 0's worker hosts a store of its own, on every interface."""
     from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
 
     return hasattr(DynamicRendezvousHandler, "_create_tcp_store_server")
@@ -90,9 +90,10 @@ def weaker(flags: Collection[str], config: TorchrunConfig, shutdown_seconds: flo
             "no stacks of the ranks on a stop signal: torch takes SIGTERM, SIGINT and SIGHUP itself"
             " (no LaunchConfig.signals_to_handle)"
         )
-    if config.standalone and not shares_agent_store():
+    if config.rdzv_backend == "c10d" and not shares_agent_store():
+        where = "loopback" if config.standalone else "this node's address"
         lines.append(
-            "the workers' store is rank 0's, on every interface, not the launcher's on loopback"
+            f"the workers' store is rank 0's, on every interface, not the launcher's on {where}"
             " (no shared agent store)"
         )
     keep_alive = ("keep_alive_interval=", "keep_alive_max_attempt=")

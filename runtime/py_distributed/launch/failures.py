@@ -19,6 +19,7 @@ from torch.distributed.elastic.rendezvous import (
 )
 from torch.distributed.launcher.api import LaunchConfig
 
+from py_distributed.launch import signed_state
 from py_distributed.launch.root_cause import Failure, in_order
 from py_distributed.launch.workers import Workers
 from py_distributed.protocol import Record
@@ -107,6 +108,8 @@ def rendezvous(config: LaunchConfig, error: RendezvousError) -> str:
     where = f"rendezvous {config.run_id} at {config.rdzv_endpoint}"
     timeout = config.rdzv_configs.get("join_timeout", _JOIN_TIMEOUT_DEFAULT)
     fix = "start every node with the same cluster description, or raise join_timeout"
+    if isinstance(error, signed_state.Refused):  # its own message says why and the fix
+        return f"{where}: {error}"
     if isinstance(error, RendezvousTimeoutError):
         return f"{where} timed out: {nodes} nodes did not all join within {timeout} s; {fix}"
     if isinstance(error, RendezvousClosedError):  # another node gave up first, and closed it

@@ -4,17 +4,12 @@ torch elastic's c10d rendezvous starts two TCPStore servers, the rendezvous stor
 workers bootstrap their process group from, and a TCPStore listens on every interface whatever host
 it is given (pytorch#46800, #173909). The stores carry pickled data, so on a shared host anyone who
 reaches them can run code in the job (vllm PR #17591). On one node nothing outside needs them: this
-backend hands each TCPStore a socket already bound to 127.0.0.1 (`master_listen_fd`), so the kernel
-also picks and holds the port, without a pick-then-bind race (pytorch#126510).
+backend's stores listen on 127.0.0.1 (`stores`), on a port the kernel picks.
 """
 
 import contextlib
-import socket
 from collections.abc import Iterator
-from datetime import timedelta
 
-# Public API; torch/distributed/__init__.py re-exports it without `__all__`.
-from torch.distributed import TCPStore  # type: ignore[attr-defined]
 from torch.distributed.elastic.rendezvous import (
     RendezvousHandler,
     RendezvousInfo,
@@ -23,7 +18,7 @@ from torch.distributed.elastic.rendezvous import (
     rendezvous_handler_registry,
 )
 
-from py_distributed.launch import facilities
+from py_distributed.launch import stores
 from py_distributed.launch.rounds import RoundsHandler, Settings
 
 # The backend's name, under which torch elastic finds it, and where it listens.
@@ -37,43 +32,9 @@ def register() -> None:
     rendezvous_handler_registry.register(BACKEND, _create_handler)
 
 
-def _store(timeout: timedelta) -> TCPStore:
-    listener = socket.create_server((ADDRESS, 0))
-    with listener:
-        try:
-            store = _listening(listener, timeout)
-        except NotImplementedError:  # torch 2.4's libuv store takes no socket; its own one does
-            store = _listening(listener, timeout, use_libuv=False)
-        listener.detach()  # the store owns the socket from now on
-    return store
-
-
-def _listening(listener: socket.socket, timeout: timedelta, **backend: bool) -> TCPStore:
-    return TCPStore(
-        ADDRESS,
-        listener.getsockname()[1],
-        is_master=True,
-        multi_tenant=True,
-        master_listen_fd=listener.fileno(),
-        timeout=timeout,
-        **backend,
-    )
-
-
 class _LoopbackHandler(RoundsHandler):
-    """torch's dynamic rendezvous, with a new loopback store for the workers of every round."""
-
-    store_timeout: timedelta  # rdzv_conf's read_timeout, set where the handler is made
-
-    @property
-    def use_agent_store(self) -> bool:
-        # Workers must use the launcher's loopback store: with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
-        # rank 0 would host a store of its own, on every interface. A torch whose rendezvous has
-        # no store for the workers (2.4) has them do just that (`facilities.weaker` says so).
-        return facilities.shares_agent_store()
-
-    def _create_tcp_store_server(self, master_addr: str, master_port: int) -> TCPStore:
-        return _store(self.store_timeout)
+    """torch's dynamic rendezvous, with a new loopback store for the workers of every round (its
+    --local-addr is loopback)."""
 
     def next_rendezvous(self) -> RendezvousInfo:
         with _unskewed():
@@ -106,7 +67,5 @@ def _unskewed() -> Iterator[None]:
 
 
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
-    settings = Settings.of(params)
-    handler = _LoopbackHandler.on(_store(settings.read_timeout), params)
-    handler.store_timeout = settings.read_timeout
-    return handler
+    store = stores.listening(ADDRESS, 0, Settings.of(params).read_timeout)
+    return _LoopbackHandler.on(store, params)

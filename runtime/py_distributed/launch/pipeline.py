@@ -21,7 +21,7 @@ from py_distributed.launch import environment, facilities, warm_start
 from py_distributed.launch.entry import WorkerEntry
 from py_distributed.launch.root_cause import Outcome
 from py_distributed.protocol import LAUNCHER_PID_ENV, RUN_ID_ENV
-from py_distributed.settings import checks, config, node_address
+from py_distributed.settings import checks, config, job_secret, node_address
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,16 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
 
             hang = checks.hang_timeout(job.hang_timeout, job.explicit_source, os.environ)
             markers = {RUN_ID_ENV: torchrun_config.rdzv_id, LAUNCHER_PID_ENV: str(os.getpid())}
+            hidden = dict.fromkeys(job_secret.VARIABLES)  # the workers need no secret
             prepared = torchrun.prepare(
                 torchrun_config,
                 entry,
                 job.args,
-                {**job.environment, **markers},
+                {**job.environment, **markers, **hidden},
                 name=job.name,
                 scratch=scratch,
                 hang_timeout=hang,
+                secret=job_secret.read(os.environ),
             )
         except UsageError as error:
             print_usage_error(job.name, error)

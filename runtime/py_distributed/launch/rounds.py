@@ -6,9 +6,14 @@ assume a new store per round (torch/distributed/rendezvous.py): gloo's keys are 
 so the ranks of a restarted round read the last round's addresses from it, connect to workers
 that are gone, and the job fails ("Connection refused", then "rendezvous was closed") where it
 could have gone on without a lost node. Here rank 0 of every round makes a new one, as it does with
-TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, but in the launcher, where a later change can bind it.
+TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, but in the launcher.
+
+Both stores listen on the node's own address only (`stores`), where torch's listen on every
+interface; the rendezvous state is signed with the job's secret where it has one (`signed_state`).
 """
 
+import contextlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,17 +27,20 @@ from torch.distributed.elastic.rendezvous import (
     RendezvousParameters,
     rendezvous_handler_registry,
 )
-from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import (
-    C10dRendezvousBackend,
-    create_backend,
-)
+from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import create_backend
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
     DynamicRendezvousHandler,
     RendezvousTimeout,
 )
+from torch.distributed.elastic.rendezvous.utils import (
+    _matches_machine_hostname,
+    parse_rendezvous_endpoint,
+)
 
-from py_distributed.launch import facilities, liveness
+from py_distributed.cluster import DEFAULT_PORT
+from py_distributed.launch import facilities, liveness, signed_state, stores
 from py_distributed.settings.config import READ_TIMEOUT_DEFAULT
+from py_distributed.settings.job_secret import VARIABLES, JobSecret
 
 # The backend's name, under which torch elastic finds it: torch's c10d, one workers' store a round.
 BACKEND = "c10d-rounds"
@@ -42,21 +50,22 @@ REPLACES = "c10d"
 _TORCH_KEEP_ALIVE = (5, 3)
 
 
-def register() -> None:
-    """Makes the backend known to torch elastic in this process, where torchrun runs."""
+@dataclass(frozen=True)
+class _Job:
+    name: str  # for messages
+    secret: JobSecret | None
+
+
+# The launch's, for the handler torch elastic creates: its registry takes one creator a backend.
+_job = _Job("py_distributed", None)
+
+
+def register(name: str, secret: JobSecret | None) -> None:
+    """Makes the backend known to torch elastic in this process, where torchrun runs, for the
+    launch `name` and its secret."""
+    global _job
+    _job = _Job(name, secret)
     rendezvous_handler_registry.register(BACKEND, _create_handler)
-
-
-class _NamedBackend(C10dRendezvousBackend):
-    """torch's c10d backend under the name of the backend asked for, which torch elastic checks."""
-
-    def __init__(self, store: Store, run_id: str, name: str) -> None:
-        super().__init__(store, run_id)
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
 
 
 _Handler = TypeVar("_Handler", bound="RoundsHandler")
@@ -67,15 +76,24 @@ class RoundsHandler(DynamicRendezvousHandler):
     whose rounds `liveness` watches."""
 
     _watched: tuple[str, float]  # the store's endpoint, and when a silent node is lost
+    _store_timeout: timedelta  # rdzv_conf's read_timeout, for the workers' stores
+    _public_id: str  # the run id the job is known by, its keys' being the secret's
 
     @classmethod
-    def on(cls: type[_Handler], store: Store, params: RendezvousParameters) -> _Handler:
-        """The handler that `params` ask for, its state kept in `store` as torch's c10d keeps it."""
+    def on(
+        cls: type[_Handler],
+        store: Store,
+        params: RendezvousParameters,
+        backend: signed_state.Backend | None = None,
+        public_id: str = "",
+    ) -> _Handler:
+        """The handler that `params` ask for, its state kept in `store` as torch's c10d keeps it,
+        through `backend` (default: unsigned), known by `public_id` (default: params')."""
         settings = Settings.of(params)
         handler = cls.from_backend(
             params.run_id,
             store,
-            _NamedBackend(store, params.run_id, params.backend),
+            backend or signed_state.Backend(store, params.run_id, name=params.backend),
             params.min_nodes,
             params.max_nodes,
             params.local_addr,
@@ -83,7 +101,24 @@ class RoundsHandler(DynamicRendezvousHandler):
             *settings.keep_alive(),
         )
         handler._watched = (params.endpoint, settings.dead_after())
+        handler._store_timeout = settings.read_timeout
+        handler._public_id = public_id or params.run_id
         return handler  # type: ignore[no-any-return]  # from_backend is unannotated
+
+    def get_run_id(self) -> str:
+        # The workers' TORCHELASTIC_RUN_ID, the user's --rdzv-id: the keys' own stays here.
+        return self._public_id
+
+    @property
+    def use_agent_store(self) -> bool:
+        # Workers use the launcher's store, never TORCH_DISABLE_SHARE_RDZV_TCP_STORE's: rank 0
+        # would host one of its own, on every interface. A torch whose rendezvous has no store for
+        # the workers (2.4) has them do just that (`facilities.weaker` says so).
+        return facilities.shares_agent_store()
+
+    def _create_tcp_store_server(self, master_addr: str, master_port: int) -> Store:
+        # At the address the workers are told (--local-addr), and there alone.
+        return stores.listening(master_addr, master_port, self._store_timeout)
 
     def next_rendezvous(self) -> RendezvousInfo:
         watch = liveness.current()
@@ -200,5 +235,50 @@ class Settings:
 
 
 def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
-    _, store = create_backend(params)  # torch's own: the chief's store, or a client of it
-    return RoundsHandler.on(store, params)
+    public_id, secret = params.run_id, _job.secret
+    if secret:
+        params = _renamed(params, secret.run_id(public_id))
+    else:
+        print(
+            f"{_job.name}: no job secret ({' or '.join(VARIABLES)}): anyone who reaches"
+            f" {params.endpoint} can read this job's rendezvous and, writing it, run code on every"
+            " node (docs/security.md)",
+            file=sys.stderr,
+            flush=True,
+        )
+    store = _rendezvous_store(params)
+    backend = signed_state.Backend(
+        store, params.run_id, name=BACKEND, secret=secret, public_id=public_id, job=_job.name
+    )
+    return RoundsHandler.on(store, params, backend, public_id)
+
+
+def _rendezvous_store(params: RendezvousParameters) -> Store:
+    """On the chief, a store on its node address (--local-addr) alone; elsewhere, a client of it.
+    The chief is whichever machine the endpoint names, as torch's c10d decides
+    (c10d_rendezvous_backend._create_tcp_store), `is_host` in rdzv_conf overriding."""
+    host, port = parse_rendezvous_endpoint(params.endpoint, default_port=DEFAULT_PORT)
+    hosting = params.get_as_bool("is_host")
+    if hosting is None:
+        hosting = _matches_machine_hostname(host)
+    if hosting:
+        # A port taken: another node of the job on this machine hosts it, and torch's own
+        # falls back to a client too.
+        with contextlib.suppress(OSError):
+            return stores.listening(
+                params.local_addr or host, port, Settings.of(params).read_timeout
+            )
+    _, store = create_backend(params)  # torch's own client of the chief's store
+    return store
+
+
+def _renamed(params: RendezvousParameters, run_id: str) -> RendezvousParameters:
+    return RendezvousParameters(
+        params.backend,
+        params.endpoint,
+        run_id,
+        params.min_nodes,
+        params.max_nodes,
+        params.local_addr,
+        **params.config,
+    )

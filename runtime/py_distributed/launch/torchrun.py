@@ -38,6 +38,7 @@ from py_distributed.launch.warm_start import CUDA_CHECK_WITHOUT_INIT
 from py_distributed.launch.workers import Workers
 from py_distributed.protocol import PROGRESS_ENV, WORKERS_DIR_ENV, exit_code_of_signal
 from py_distributed.settings.config import TorchrunConfig
+from py_distributed.settings.job_secret import JobSecret
 from py_distributed.settings.node_address import IFNAME_VARIABLES
 
 
@@ -56,16 +57,15 @@ class Launch:
     local_workers: int
     scratch: str  # the launch's temporary directory, which `prepare` was given
     hang_timeout: float  # seconds without a completed collective while ranks wait; 0: off
+    secret: JobSecret | None  # signs a c10d rendezvous across nodes (`signed_state`)
 
 
 # How long a failed multi-node launcher keeps its rendezvous store up for the other nodes.
 _STORE_LINGER_SECONDS = 2
 
-# torchrun flags that decide how workers start, which the launcher owns. torchrun would still take
-# them from PET_* variables (PET_STANDALONE would give each worker a run id of its own, so that
-# every worker would launch again): the parser ignores those, and the workers do not inherit them.
-# PET_START_METHOD is read as a setting (`settings.sources`), and the way workers start passes it
-# on.
+# torchrun flags that decide how workers start, which the launcher owns; torchrun would still take
+# them from PET_* variables (PET_STANDALONE: a run id per worker, each launching again). The parser
+# ignores those, the workers do not inherit them; PET_START_METHOD is a setting (`sources`).
 _OWNED_PET_VARIABLES = (
     "PET_STANDALONE",
     "PET_MODULE",
@@ -120,6 +120,7 @@ def prepare(
     name: str,
     scratch: str,
     hang_timeout: float = 0,
+    secret: JobSecret | None = None,
 ) -> Launch:
     """Checks the launch as torchrun would, raising UsageError instead of starting workers.
 
@@ -210,6 +211,7 @@ def prepare(
         local_workers,
         scratch,
         hang_timeout,
+        secret,
     )
 
 
@@ -237,7 +239,7 @@ def run(launch: Launch, *, name: str) -> Outcome:
     torch elastic copies them from.
     """
     loopback.register()
-    rounds.register()
+    rounds.register(name, launch.secret)
     print(launch.banner, file=sys.stderr, flush=True)
     for line in launch.weaker:
         print(f"{name}: {line}", file=sys.stderr, flush=True)
