@@ -82,6 +82,9 @@ def test_model_trains_on_two_nodes_of_two_ranks(slurm, tmp_path):
     # The job ran where the submitter was started, as `bazel run` would.
     assert (tmp_path / "train_output/model.pt").is_file()
     assert re.search(r"job \d+ COMPLETED after .*: exit status 0$", done.stderr, re.M)
+    # The batch script gave the nodes a secret of the job's (docs/security.md), and removed it.
+    assert "no job secret" not in done.stdout + done.stderr
+    assert list(tmp_path.glob("slurm-*/*")) and not list(tmp_path.glob("slurm-*/*.secret"))
     assert_nothing_left(slurm)
 
 

@@ -15,7 +15,8 @@ variables a real cluster gives each pod:
   variables unless it sets one itself (addCompletionIndexEnvVariable).
 - PyTorchJob (kubeflow/training-operator, release-1.9, the last v1 release): defaults
   (pkg/apis/kubeflow.org/v1/pytorch_defaults.go: nprocPerNode "auto", port `pytorchjob-port` 23456),
-  pods `<job>-<master|worker>-<i>` (envvar.go replicaName), each behind a headless service of its
+  pods `<job>-<master|worker>-<i>` (envvar.go replicaName), labelled with the job's name and the
+  pod's role (JobNameLabel, JobRoleLabel), each behind a headless service of its
   own name (pkg/controller.v1/common/service.go), and after the container's own variables
   (envvar.go setPodEnv, master.go): PYTHONUNBUFFERED, MASTER_PORT, PET_MASTER_PORT, MASTER_ADDR and
   PET_MASTER_ADDR (the master's name), WORLD_SIZE (pods x nprocPerNode, or pods where that is no
@@ -33,6 +34,8 @@ from typing import Any
 
 Manifest = dict[str, Any]
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# training-operator's labels of a PyTorchJob's pods (pkg/apis/kubeflow.org/v1/common_types.go).
+JOB_NAME_LABEL, JOB_ROLE_LABEL = "training.kubeflow.org/job-name", "training.kubeflow.org/job-role"
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _FIELD = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
 
@@ -45,6 +48,7 @@ class Pod:
     subdomain: str  # "" where none
     node_rank: int  # the node it is, as its controller numbers them
     env: dict[str, str]
+    labels: dict[str, str]  # those its controller sets
 
     @property
     def dns_name(self) -> str:
@@ -71,7 +75,7 @@ def jobset_pods(jobset: Manifest, pod_ip: str) -> list[Pod]:
                     variables.append(_field_variable("JOB_COMPLETION_INDEX", field))
                 fields = {"labels": labels, "annotations": {COMPLETION_INDEX: str(index)}}
                 env = container_env(variables, fields, pod_ip)
-                pods.append(Pod(f"{job_name}-{index}", subdomain, index, env))
+                pods.append(Pod(f"{job_name}-{index}", subdomain, index, env, labels))
     return pods
 
 
@@ -109,7 +113,8 @@ def pytorchjob_pods(pytorchjob: Manifest, pod_ip: str) -> list[Pod]:
             (container,) = replica["template"]["spec"]["containers"]
             variables = [*container.get("env", []), *_values(injected)]
             env = container_env(variables, {"labels": {}, "annotations": {}}, pod_ip)
-            pods.append(Pod(f"{name}-{role.lower()}-{index}", "", rank, env))
+            labels = {JOB_NAME_LABEL: name, JOB_ROLE_LABEL: role.lower()}
+            pods.append(Pod(f"{name}-{role.lower()}-{index}", "", rank, env, labels))
     return pods
 
 

@@ -11,9 +11,9 @@ FLAG = "--//rules:k8s_image=registry.example/model:flag"
 
 
 def load(path):
-    """A manifest as kubectl reads it: YAML (of which our JSON is a part)."""
+    """A file's manifests as kubectl reads them: YAML documents (of which our JSON is a part)."""
     assert path.is_file(), path
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
 
 
 def test_every_attribute_of_the_target_reaches_the_manifests():
@@ -31,15 +31,22 @@ def test_every_attribute_of_the_target_reaches_the_manifests():
         max_restarts=2,
         resources={"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"},
     )
-    assert load(BIN / "tests/k8s/gpu_job.jobset.yaml") == kubernetes_manifests.jobset(job)
-    assert load(BIN / "tests/k8s/gpu_job.pytorchjob.yaml") == kubernetes_manifests.pytorchjob(job)
+    manifests = kubernetes_manifests
+    assert load(BIN / "tests/k8s/gpu_job.jobset.yaml") == [
+        manifests.jobset(job),
+        manifests.network_policy(job, manifests.JOBSET_NAME_LABEL),
+    ]
+    assert load(BIN / "tests/k8s/gpu_job.pytorchjob.yaml") == [
+        manifests.pytorchjob(job),
+        manifests.network_policy(job, manifests.PYTORCHJOB_NAME_LABEL),
+    ]
 
 
 def test_the_example_jobs_manifests_take_the_image_from_the_flag():
     done = bazel("build", "//train:model.k8s", FLAG)
     assert done.returncode == 0, done.stdout
-    jobset = load(BIN / "train/model.jobset.yaml")
-    pytorchjob = load(BIN / "train/model.pytorchjob.yaml")
+    jobset, _ = load(BIN / "train/model.jobset.yaml")
+    pytorchjob, _ = load(BIN / "train/model.pytorchjob.yaml")
     assert (jobset["kind"], pytorchjob["kind"]) == ("JobSet", "PyTorchJob")
     (pod,) = jobset_pods(jobset, "10.0.0.1")  # train/BUILD.bazel: one node of 2 workers
     assert pod.env["PET_NNODES"] == "1" and pytorchjob["spec"]["nprocPerNode"] == "2"

@@ -16,7 +16,7 @@ from kubernetes.client import ApiClient
 from py_distributed import grammar
 from py_distributed.cluster import DEFAULT_PORT, machine_from_env
 from py_distributed.errors import EXIT_USAGE, UsageError
-from py_distributed.settings import config, node_address
+from py_distributed.settings import config, job_secret, node_address
 from py_distributed.settings.build import BuildSettings, write
 from py_distributed.submit import kubernetes, kubernetes_manifests
 
@@ -181,9 +181,51 @@ def test_pods_get_resources_shared_memory_and_the_binary_as_command():
             "requests": {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": "8"},
             "limits": {"memory": "256Gi", "nvidia.com/gpu": "8"},
         }
-        (volume,) = pod["volumes"]
+        volume = next(v for v in pod["volumes"] if "emptyDir" in v)
         assert volume["emptyDir"] == {"medium": "Memory"}
         assert {"name": volume["name"], "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+def test_pods_read_the_job_secret_from_the_jobs_secret_as_a_file_of_their_user_alone():
+    job = make_job(*JOBS["k8s_nodes"])
+    for template, _ in pod_templates(job):
+        spec = template["spec"]
+        pod = spec["template"]["spec"] if "template" in spec else spec
+        (container,) = pod["containers"]
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        assert volume["secret"] == {"secretName": "model-job-secret", "defaultMode": 0o400}
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"]
+        (path,) = [v["value"] for v in container["env"] if v["name"] == job_secret.FILE_ENV]
+        assert path == f"{mount['mountPath']}/{kubernetes_manifests.SECRET_KEY}"
+
+
+@pytest.mark.parametrize(
+    ("make", "pods", "label"),
+    [
+        (kubernetes_manifests.jobset, jobset_pods, kubernetes_manifests.JOBSET_NAME_LABEL),
+        (
+            kubernetes_manifests.pytorchjob,
+            pytorchjob_pods,
+            kubernetes_manifests.PYTORCHJOB_NAME_LABEL,
+        ),
+    ],
+)
+def test_the_network_policy_lets_the_jobs_pods_alone_reach_them_on_every_port(make, pods, label):
+    job = make_job(*JOBS["k8s_nodes"])
+    policy = kubernetes_manifests.network_policy(job, label)
+    assert round_trip(policy, "V1NetworkPolicy") == policy
+    spec = policy["spec"]
+    selected = spec["podSelector"]["matchLabels"]
+    (rule,) = spec["ingress"]
+    assert spec["policyTypes"] == ["Ingress"] and "ports" not in rule  # every port
+    assert rule["from"] == [{"podSelector": {"matchLabels": selected}}]
+    job_pods = pods(make(job), POD_IP)
+    other = kubernetes.checked_job(binary="other", package="train", image="r/o:1", nodes=2)
+    other_pods = pods(make(other), POD_IP)
+    assert len(job_pods) == 3
+    assert all(selected.items() <= pod.labels.items() for pod in job_pods)
+    assert not any(selected.items() <= pod.labels.items() for pod in other_pods)
 
 
 @pytest.mark.parametrize(

@@ -143,10 +143,13 @@ def main(argv: Sequence[str]) -> None:
             max_restarts=int(binary.values.get("max_restarts", "0")),
             resources=dict(item.split("=", 1) for item in args.resource),
         )
-    written = ((args.jobset, manifests.jobset), (args.pytorchjob, manifests.pytorchjob))
-    for path, manifest in written:
+    written = (
+        (args.jobset, manifests.jobset, manifests.JOBSET_NAME_LABEL),
+        (args.pytorchjob, manifests.pytorchjob, manifests.PYTORCHJOB_NAME_LABEL),
+    )
+    for path, manifest, label in written:
         with open(path, "w", encoding="utf-8") as out:
-            out.write(manifests.dumps(manifest(checked)))
+            out.write(manifests.dumps(manifest(checked), manifests.network_policy(checked, label)))
 
 
 if __name__ == "__main__":

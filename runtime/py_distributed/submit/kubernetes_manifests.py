@@ -25,7 +25,12 @@ node lost) is the scheduler's to restart, up to max_restarts times: training-ope
 restart policy (pkg/util/train/train_util.go, IsRetryableExitCode), which the JobSet mirrors with a
 pod failure policy, restarting all its nodes so that the chief's rendezvous store starts afresh.
 
-The files are JSON, which is YAML: no YAML library is needed to write them.
+Each file holds, after its job, a NetworkPolicy that lets only the job's own pods reach them, on
+every port (the stores, gloo and NCCL), as kubeflow/trainer#3120 proposes; pods read the job's
+secret (docs/security.md) from the Secret `<name>-job-secret`, which the user makes for each
+submission. A pod waits, its event naming the Secret, until it exists.
+
+The files are JSON documents, which are YAML: no YAML library is needed to write them.
 """
 
 import json
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from py_distributed.cluster import DEFAULT_PORT
+from py_distributed.settings.job_secret import FILE_ENV
 
 Manifest = dict[str, Any]
 
@@ -45,6 +51,11 @@ CONTAINER = "pytorch"
 REPLICATED_JOB = "node"
 # The label JobSet puts on its pods (jobset_controller.go, labelAndAnnotateObject).
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+# The label training-operator puts on a PyTorchJob's pods (kubeflow.org/v1 common_types.go).
+PYTORCHJOB_NAME_LABEL = "training.kubeflow.org/job-name"
+# Where a pod reads the job's secret: a Secret's key, as a file only its user reads.
+SECRET_KEY = "secret"
+_SECRET_DIR = "/var/run/secrets/py-distributed"
 # The last exit code that ends a job rather than restart a pod (IsRetryableExitCode: >= 128).
 _LAST_FINAL_EXIT = 127
 # An indented list of numbers: a line ends at its bracket, which no JSON string holds.
@@ -154,8 +165,15 @@ def _pod_template(
         "name": CONTAINER,
         "image": job.image,
         "command": [job.command],
-        "env": [*env, _field("PET_LOCAL_ADDR", "status.podIP")],
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "env": [
+            *env,
+            _field("PET_LOCAL_ADDR", "status.podIP"),
+            {"name": FILE_ENV, "value": f"{_SECRET_DIR}/{SECRET_KEY}"},
+        ],
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "job-secret", "mountPath": _SECRET_DIR, "readOnly": True},
+        ],
     }
     if ports:
         container["ports"] = ports
@@ -170,11 +188,37 @@ def _pod_template(
         "containers": [container],
         # torch's DataLoader workers and NCCL share memory through /dev/shm, which a container
         # gets only 64 MiB of unless given a memory-backed volume.
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            {
+                "name": "job-secret",
+                "secret": {"secretName": secret_name(job), "defaultMode": 0o400},
+            },
+        ],
     }
     if restart_policy:
         spec["restartPolicy"] = restart_policy
     return {"spec": spec}
+
+
+def secret_name(job: Job) -> str:
+    """The Secret the pods read the job's secret from, under the key SECRET_KEY."""
+    return f"{job.name}-job-secret"
+
+
+def network_policy(job: Job, label: str) -> Manifest:
+    """Lets only the pods whose `label` is the job's name reach them, on every port."""
+    pods = {"matchLabels": {label: job.name}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": job.name},
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": pods}]}],
+        },
+    }
 
 
 def _field(name: str, path: str) -> Manifest:
@@ -182,7 +226,9 @@ def _field(name: str, path: str) -> Manifest:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def dumps(manifest: Manifest) -> str:
-    """`manifest` as indented JSON, each list of numbers (the exit codes) on one line."""
-    text = json.dumps(manifest, indent=2)
+def dumps(*manifests: Manifest) -> str:
+    """`manifests` as YAML documents of indented JSON, each list of numbers (the exit codes) on
+    one line."""
+    texts = [json.dumps(manifest, indent=2) for manifest in manifests]
+    text = "\n---\n".join(texts)
     return _NUMBERS.sub(lambda numbers: json.dumps(json.loads(numbers[0])), text) + "\n"

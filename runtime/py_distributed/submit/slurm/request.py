@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from py_distributed import grammar
 from py_distributed.errors import UsageError
+from py_distributed.settings.job_secret import FILE_ENV, VALUE_ENV
 
 # SLURM sends SIGUSR1 this long before the time limit (`--signal=USR1@120`) to every process of the
 # job step, the workers included: time for a checkpoint. SLURM may send it up to a minute earlier.
@@ -158,6 +159,14 @@ class Job:
                 "",
                 "export PYTHONUNBUFFERED=${PYTHONUNBUFFERED:-1}",
                 f"exits={shlex.quote(self.logs)}/$SLURM_JOB_ID",
+                "# The job's secret, which signs its rendezvous (docs/security.md): this run's,",
+                "# its user's alone, on the file system the nodes share; gone when the job ends.",
+                f'if [ -z "${{{FILE_ENV}:-}}${{{VALUE_ENV}:-}}" ]; then',
+                f'  export {FILE_ENV}="$exits.secret"',
+                "  (umask 077; head -c 32 /dev/urandom | od -An -vtx1 | tr -d ' \\n'"
+                ' >"$exits.secret")',
+                "  trap 'rm -f \"$exits.secret\"' EXIT",
+                "fi",
                 "srun --ntasks-per-node=1 --kill-on-bad-exit=1"
                 f" --output={shlex.quote(self.logs)}/%j.node%t.out \\",
                 f'  bash -c {shlex.quote(record)} "$exits" \\',
