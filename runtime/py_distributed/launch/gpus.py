@@ -110,7 +110,8 @@ def wanted(gpus: int, source: str, nproc_per_node: str, available: Pool) -> int:
         )
     if gpus > len(available):
         raise UsageError(
-            f"gpus={gpus} (from {source}): {available.where} has {len(available)} GPUs;"
+            f"gpus={gpus} (from {source}): {available.where} has {len(available)}"
+            f" GPU{'s' if len(available) > 1 else ''};"
             f" ask for at most {len(available)}, or run it where {gpus} are visible"
         )
     return gpus
