@@ -30,7 +30,8 @@ from py_distributed.launch import environment, gpus, nvml
 from py_distributed.settings import gpus as gpu_settings
 from py_distributed.settings.config import TorchrunConfig
 
-# The first line about waiting comes at once; then one a minute, as the users asked.
+# The first line about waiting comes at once, so that a log shows why the job has not started; then
+# one a minute, which a long wait does not flood.
 NOTICE_EVERY = 60.0
 _POLL = 0.25  # seconds between tries: a freed GPU is taken within a blink of a test's length
 
