@@ -54,6 +54,17 @@ SETTINGS = {
         py_distributed_test, a third of the test's timeout, so that the report comes before Bazel
         stops the test. Run time: PY_DISTRIBUTED_HANG_TIMEOUT.""",
     ),
+    "gpus": attr.int(
+        default = 0,
+        doc = """GPUs each node claims for its ranks when it starts, as non-blocking locks under
+        /dev/shm held for the job's life, so concurrent `bazel test`s get disjoint GPUs; the ranks
+        see them as CUDA_VISIBLE_DEVICES, each its own as `cuda:LOCAL_RANK`. The pool is the GPUs
+        that NVML sees, or those CUDA_VISIBLE_DEVICES lists. Too few free: the job waits, one line
+        a minute (PY_DISTRIBUTED_GPU_WAIT); too few in all: it fails at once. With
+        `nproc_per_node = "gpu"` it is the rank count (0: every GPU of the pool). A test is tagged
+        `resources:gpu:N` on Bazel 6.2 and later (docs/gpus.md). Default 0.
+        Run time: PY_DISTRIBUTED_GPUS.""",
+    ),
     # A BUILD-only choice with no run-time override: Bazel checks it, and nothing else does.
     "worker_entry": attr.string(
         default = "stub",

@@ -120,6 +120,8 @@ def distributed_py(macro, name, rule, srcs, main, deps, test = False, settings_d
     if plain and main not in srcs:
         fail("%s(name = %r): main = %r is not in srcs; add it to srcs" % (macro, name, main))
     settings, rule_kwargs = split_settings(kwargs, settings_defaults)
+    if test and "gpus" in settings:
+        rule_kwargs["tags"] = _gpu_tags(rule_kwargs.get("tags"), settings["gpus"])
     settings_target = "_%s_py_distributed_settings" % name
     generated_main = "_%s_py_distributed_main.py" % name
     distributed_settings(
@@ -143,3 +145,17 @@ def distributed_py(macro, name, rule, srcs, main, deps, test = False, settings_d
         **rule_kwargs
     )
     return struct(rule = rule, settings = ":" + settings_target)
+
+def _gpu_tags(tags, gpus):
+    """A test's tags, with `resources:gpu:N` for its `gpus` where this Bazel counts such resources.
+
+    Bazel 6.1 and later run tests tagged so only while `--local_resources=gpu=M` (7.1+) or
+    `--local_extra_resources=gpu=M` has M left, so that no test waits in its sandbox for GPUs
+    another holds; earlier ones ignore the tag, and the launcher's claim is enough alone. Bazel
+    gives macros no version (`native.bazel_version` is WORKSPACE-only, bazel#8305), so the test
+    is for `native.module_name`, from 6.2: on 6.1 the test is not tagged. A `select()`ed or
+    unset `gpus` leaves the tags as they are.
+    """
+    if type(gpus) != "int" or gpus <= 0 or not hasattr(native, "module_name"):
+        return tags
+    return (tags or []) + ["resources:gpu:%d" % gpus]

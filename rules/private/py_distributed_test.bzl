@@ -22,7 +22,9 @@ def py_distributed_test(name, srcs = [], main = None, deps = [], py_test_rule = 
       deps: as py_distributed_binary's.
       py_test_rule: the rule that builds the test. Default: Bazel's built-in py_test.
       **kwargs: the torchrun settings, as py_distributed_binary's (rules/private/attributes.bzl)
-        but nproc_per_node's default, 2: a test of distributed code wants more than one rank. Every
+        but nproc_per_node's default, 2: a test of distributed code wants more than one rank. A
+        test with `gpus = N` (an int) is also tagged `resources:gpu:N` where Bazel counts GPUs
+        (6.2 and later; docs/gpus.md). Every
         other argument is passed unchanged to `py_test_rule`: size, timeout, flaky, shard_count,
         env, args, data, tags, exec_properties, and any other py_test attribute.
     """

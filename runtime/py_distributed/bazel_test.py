@@ -30,6 +30,14 @@ def hang_timeout() -> str:
     return str(int(seconds) / 3) if seconds.isdecimal() and int(seconds) > 0 else ""
 
 
+def gpu_wait() -> str:
+    """How long a test waits for its GPUs where PY_DISTRIBUTED_GPU_WAIT does not say: half of its
+    TEST_TIMEOUT, so that a test that could not get them says so before Bazel stops it, with time
+    left to run; "" (the binary's default) outside Bazel."""
+    seconds = os.environ.get("TEST_TIMEOUT", "")
+    return str(int(seconds) / 2) if seconds.isdecimal() and int(seconds) > 0 else ""
+
+
 def launch(job: pipeline.Job) -> int:
     """Runs `job` as a Bazel test and returns its exit status, as `pipeline.launch` does.
 

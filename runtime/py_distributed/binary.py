@@ -50,5 +50,7 @@ def main(*, settings: str, shim: str) -> NoReturn:
         args,
         binary.torchrun_args,
         hang_timeout=hang_timeout,
+        gpus=binary.gpus,
+        gpu_wait=bazel_test.gpu_wait() if binary.test else "",
     )
     process_exit.exit(bazel_test.launch(job) if binary.test else pipeline.launch(job))

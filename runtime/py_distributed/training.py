@@ -53,8 +53,9 @@ def maybe_run_training(
       module_name: what workers run outside Bazel: a dotted module (`my_pkg.main`, run with -m),
         a script path, or `__name__` of the calling script. Under Bazel, workers re-enter the
         binary itself, through its stub, and this only names the job in messages.
-      nproc_per_node: workers per node. None: PET_NPROC_PER_NODE, else the visible CUDA devices,
-        else the cluster description's accelerators per node, else CPU_NPROC_PER_NODE (1).
+      nproc_per_node: workers per node. None: PET_NPROC_PER_NODE, else one per visible CUDA
+        device ("gpu": those this node claims, docs/gpus.md), else the cluster description's
+        accelerators per node, else CPU_NPROC_PER_NODE (1).
       num_nodes: nodes in the job. None: PET_NNODES, else the cluster description's (chief and
         workers: 1 + number of workers), else 1.
       set_python_path_in_subprocess: start workers with the bare interpreter and PYTHONPATH from
@@ -124,8 +125,9 @@ def _explicit(
 
         # Counted through NVML, without initialising CUDA in the launcher (warm_start).
         devices = torch.cuda.device_count()
-        count = devices or cluster.this_machine.num_accelerators or CPU_NPROC_PER_NODE
-        explicit["nproc_per_node"] = str(count)
+        count = cluster.this_machine.num_accelerators or CPU_NPROC_PER_NODE
+        # "gpu": one rank per GPU this node claims, all of them unless PY_DISTRIBUTED_GPUS says.
+        explicit["nproc_per_node"] = "gpu" if devices else str(count)
     return explicit
 
 

@@ -12,7 +12,7 @@ from harness.bazel import run, scratch_workspace
 
 from py_distributed.cluster import single_machine
 from py_distributed.errors import UsageError
-from py_distributed.settings import checks, sources
+from py_distributed.settings import checks, gpus, sources
 
 # (attribute, as written in BUILD, the PET_* value meaning the same, the fix if it is refused)
 CASES = [
@@ -38,7 +38,17 @@ CASES = [
     ("rdzv_conf", '{"join_timeout": "0"}', "join_timeout=0", "use a positive number"),
     ("rdzv_conf", '{"store_type": "a=b"}', "store_type=a=b", None),
     ("rdzv_conf", '{"join_timeout": 600}', "join_timeout=600", None),
+    # This project's own setting, with its own variable.
+    ("gpus", "-1", "-1", "use an int in 0..1024"),
+    ("gpus", "2", "2", None),
 ]
+# Each attribute's run-time variable: torchrun's PET_<NAME>, but for this project's settings.
+VARIABLES = {"gpus": gpus.GPUS_ENV}
+
+
+def variable_of(attribute: str) -> str:
+    return VARIABLES.get(attribute, f"PET_{attribute.upper()}")
+
 
 JOB = """
 load("@rules_py_distributed//rules:defs.bzl", "py_distributed_binary")
@@ -52,10 +62,13 @@ py_distributed_binary(
 
 
 def run_time_verdict(attribute: str, value: str) -> str | None:
-    """The launcher's check of PET_<ATTRIBUTE>=value: None, or its message."""
-    environ = {f"PET_{attribute.upper()}": value}
+    """The launcher's check of the attribute's variable set to value: None, or its message."""
+    environ = {variable_of(attribute): value}
     try:
-        checks.check(sources.given({}, "BUILD", environ, single_machine()), [])
+        if attribute in VARIABLES:
+            gpus.count("", "BUILD", environ)
+        else:
+            checks.check(sources.given({}, "BUILD", environ, single_machine()), [])
     except UsageError as error:
         return str(error)
     return None
@@ -91,5 +104,5 @@ def test_build_and_run_time_give_one_verdict_and_message(build_verdicts, index, 
         return
     assert at_run_time is not None and fix in at_run_time, at_run_time
     assert at_build is not None, log
-    variable = f"PET_{attribute.upper()}"
+    variable = variable_of(attribute)
     assert at_build.replace("(from BUILD)", f"(from {variable})") == at_run_time

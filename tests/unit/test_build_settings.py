@@ -19,6 +19,7 @@ ATTRIBUTES = {
     "worker_entry": "pythonpath",
     "start_method": "",
     "hang_timeout": "90",
+    "gpus": 4,
 }
 
 
@@ -44,6 +45,7 @@ def test_the_file_holds_what_build_says_as_pet_variables_spell_it(tmp_path):
         main="ws/train/model.py",
         worker_entry="pythonpath",
         hang_timeout="90",
+        gpus=4,
         test=True,
         # Empty values are left to the cluster description or torchrun's defaults.
         values={
@@ -75,3 +77,18 @@ def test_a_bad_hang_timeout_fails_the_build_with_one_line(tmp_path, capsys):
         "//train:model: error: hang_timeout='soon' (from BUILD): use a number of seconds, 0 for"
         " none\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("gpus", "nproc", "message"),
+    [
+        (-1, "2", "gpus='-1' (from BUILD): use an int in 0..1024, the GPUs each node claims"),
+        (2, "4", "gpus=2 (from BUILD) is fewer than nproc_per_node=4: NCCL cannot give two ranks"),
+    ],
+)
+def test_a_bad_gpus_fails_the_build_with_one_line(tmp_path, capsys, gpus, nproc, message):
+    with pytest.raises(SystemExit) as exit_:
+        check(tmp_path, {**ATTRIBUTES, "gpus": gpus, "nproc_per_node": nproc})
+    assert exit_.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"//train:model: error: {message}") and err.count("\n") == 1, err

@@ -2,9 +2,10 @@
 py_distributed_binary's main, `maybe_run_training`), as torch/distributed/run.py's `run(args)`
 is torchrun's.
 
-It configures (the torchrun settings for this node), chooses how workers start (which locates the
-binary's runfiles, and starts the forkserver of that start method), prepares (torchrun's own
-checks) and runs torch elastic. Every bad input is one
+It configures (the torchrun settings for this node), claims the GPUs the node's ranks need
+(`gpu_claim`, held until the job ends), chooses how workers start (which locates the binary's
+runfiles, and starts the forkserver of that start method), prepares (torchrun's own checks) and
+runs torch elastic. Every bad input is one
 line and EXIT_USAGE before any worker starts, and os.environ is as it was when `launch` returns.
 torch is imported only once the cheap checks have passed, so that they answer at once.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from py_distributed.cluster import Cluster, machine_from_env
 from py_distributed.errors import EXIT_USAGE, UsageError, print_usage_error
-from py_distributed.launch import environment, facilities, warm_start
+from py_distributed.launch import environment, facilities, gpu_claim, warm_start
 from py_distributed.launch.entry import WorkerEntry
 from py_distributed.launch.root_cause import Outcome
 from py_distributed.protocol import LAUNCHER_PID_ENV, RUN_ID_ENV
@@ -37,6 +38,8 @@ class Job:
     environment: Mapping[str, str] = field(default_factory=dict)  # more for the workers
     cluster: Cluster | None = None  # None: read from the environment
     hang_timeout: str = ""  # seconds, from BUILD (`checks.hang_timeout`); "" unset
+    gpus: int = 0  # GPUs this node claims, from BUILD (`settings.gpus`); PY_DISTRIBUTED_GPUS wins
+    gpu_wait: str = ""  # seconds to wait for them where PY_DISTRIBUTED_GPU_WAIT is unset; "": 1 h
 
 
 def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int:
@@ -56,13 +59,20 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
             resolved = config.resolve(
                 job.explicit, job.explicit_source, job.torchrun_args, os.environ, cluster
             )
-            torchrun_config = node_address.pinned(resolved, cluster, os.environ)
+            pinned = node_address.pinned(resolved, cluster, os.environ)
+            hang = checks.hang_timeout(job.hang_timeout, job.explicit_source, os.environ)
+            secret = job_secret.read(os.environ)
+            # Before the forkserver starts and torch counts devices: both see the claimed GPUs.
+            torchrun_config = stack.enter_context(
+                gpu_claim.held(
+                    pinned, str(job.gpus), job.explicit_source, job.gpu_wait, name=job.name
+                )
+            )
             method = torchrun_config.start_method
             entry = warm_start.chosen(method, job.worker_entry(), name=job.name)
             stack.enter_context(warm_start.served(entry))  # before torch: both import it at once
             from py_distributed.launch import torchrun
 
-            hang = checks.hang_timeout(job.hang_timeout, job.explicit_source, os.environ)
             markers = {RUN_ID_ENV: torchrun_config.rdzv_id, LAUNCHER_PID_ENV: str(os.getpid())}
             hidden = dict.fromkeys(job_secret.VARIABLES)  # the workers need no secret
             prepared = torchrun.prepare(
@@ -73,7 +83,7 @@ def launch(job: Job, *, observe: Callable[[Outcome], None] | None = None) -> int
                 name=job.name,
                 scratch=scratch,
                 hang_timeout=hang,
-                secret=job_secret.read(os.environ),
+                secret=secret,
             )
         except UsageError as error:
             print_usage_error(job.name, error)

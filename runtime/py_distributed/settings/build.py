@@ -20,6 +20,7 @@ class BuildSettings:
     main: str  # runfiles path of the user's torchrun-style script
     worker_entry: str = "stub"  # "stub" or "pythonpath" (`launch.entry`)
     hang_timeout: str = ""  # seconds, as BUILD wrote it (`checks.hang_timeout`); "" unset
+    gpus: int = 0  # GPUs each node claims for its ranks (`settings.gpus`)
     test: bool = False  # a py_distributed_test: its launcher speaks Bazel's test protocol
     # torchrun settings BUILD gives, select() resolved, by knob (`sources.KNOBS`); PET_* win
     values: Mapping[str, str] = field(default_factory=dict)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from py_distributed.errors import exit_on_usage_error
-from py_distributed.settings import build, checks
+from py_distributed.settings import build, checks, gpus
 
 
 def main(argv: Sequence[str]) -> None:
@@ -30,17 +30,21 @@ def main(argv: Sequence[str]) -> None:
     torchrun_args = attributes.pop("torchrun_args")
     worker_entry = attributes.pop("worker_entry")  # Bazel checked it (`values`)
     hang_timeout = attributes.pop("hang_timeout")
+    gpus_text = str(attributes.pop("gpus"))
     # Only what BUILD says: the rest is left to the cluster description or torchrun's defaults.
     values = {knob: text for knob, value in attributes.items() if (text := _as_variable(value))}
     with exit_on_usage_error(args.target):
         checks.check_build_values(values, torchrun_args)
         checks.hang_timeout(hang_timeout, "BUILD", {})
+        gpu_count, _ = gpus.count(gpus_text, "BUILD", {})
+        gpus.fits(values.get("nproc_per_node", "1"), gpu_count, "BUILD")
     settings = build.BuildSettings(
         target=args.target,
         stub=args.stub,
         main=args.main,
         worker_entry=worker_entry,
         hang_timeout=hang_timeout,
+        gpus=gpu_count,
         test=args.test,
         values=values,
         torchrun_args=tuple(torchrun_args),
