@@ -2,6 +2,7 @@
 
 import os
 import socket
+from datetime import timedelta
 
 import pytest
 from harness.procfs import listening_addresses
@@ -10,7 +11,7 @@ from torch.distributed.elastic.rendezvous import RendezvousParameters, dynamic_r
 
 from py_distributed.cluster import single_machine
 from py_distributed.errors import UsageError
-from py_distributed.launch import facilities, loopback, rounds, torchrun
+from py_distributed.launch import facilities, loopback, rounds, stores, torchrun
 from py_distributed.launch.entry import StubEntry
 from py_distributed.settings import config
 
@@ -169,3 +170,17 @@ def test_the_loopback_rendezvous_keeps_torchs_polls(monkeypatch):
         dynamic_rendezvous._delay(seconds=(0, 0.3))
         dynamic_rendezvous._delay(seconds=1)
     assert delays == [1]
+
+
+def test_of_nodes_on_one_machine_the_one_the_endpoint_names_hosts_the_store_there_alone():
+    timeout = timedelta(seconds=5)
+    chief = stores.hosted("127.0.0.1", 0, "127.0.0.1", timeout, None)
+    assert chief is not None
+    port = chief.port
+    assert ("127.0.0.1", port) in listening_addresses([os.getpid()])
+    # Another node here, of another loopback address, or of the same once the port is taken.
+    assert stores.hosted("127.0.0.1", port, "127.0.0.2", timeout, None) is None
+    assert stores.hosted("127.0.0.1", port, "127.0.0.1", timeout, None) is None
+    # Kubeflow's chief is told `localhost`, and hosts it on its own address.
+    assert stores._named("localhost", "10.1.2.3")
+    assert not stores._named("10.1.2.4", "10.1.2.3")

@@ -12,7 +12,6 @@ Both stores listen on the node's own address only (`stores`), where torch's list
 interface; the rendezvous state is signed with the job's secret where it has one (`signed_state`).
 """
 
-import contextlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,10 +31,7 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
     DynamicRendezvousHandler,
     RendezvousTimeout,
 )
-from torch.distributed.elastic.rendezvous.utils import (
-    _matches_machine_hostname,
-    parse_rendezvous_endpoint,
-)
+from torch.distributed.elastic.rendezvous.utils import parse_rendezvous_endpoint
 
 from py_distributed.cluster import DEFAULT_PORT
 from py_distributed.launch import facilities, liveness, signed_state, stores
@@ -117,8 +113,13 @@ class RoundsHandler(DynamicRendezvousHandler):
         return facilities.shares_agent_store()
 
     def _create_tcp_store_server(self, master_addr: str, master_port: int) -> Store:
-        # At the address the workers are told (--local-addr), and there alone.
-        return stores.listening(master_addr, master_port, self._store_timeout)
+        # At the address the workers are told (--local-addr), and there alone; where no
+        # interface holds it (behind NAT), torch's own, on every interface.
+        try:
+            return stores.listening(master_addr, master_port, self._store_timeout)
+        except OSError:
+            store: Store = super()._create_tcp_store_server(master_addr, master_port)
+            return store
 
     def next_rendezvous(self) -> RendezvousInfo:
         watch = liveness.current()
@@ -254,25 +255,30 @@ def _create_handler(params: RendezvousParameters) -> RendezvousHandler:
 
 
 def _rendezvous_store(params: RendezvousParameters) -> Store:
-    """On the chief, a store on its node address (--local-addr) alone; elsewhere, a client of it.
-    The chief is whichever machine the endpoint names, as torch's c10d decides
-    (c10d_rendezvous_backend._create_tcp_store), `is_host` in rdzv_conf overriding."""
+    """On the chief, a store on its node address (--local-addr) alone (`stores.hosted`);
+    elsewhere torch's client of it. An address that cannot be bound here (behind NAT) leaves it
+    to torch, which listens on every interface, and says so."""
     host, port = parse_rendezvous_endpoint(params.endpoint, default_port=DEFAULT_PORT)
-    hosting = params.get_as_bool("is_host")
-    if hosting is None:
-        hosting = _matches_machine_hostname(host)
-    if hosting:
-        # A port taken: another node of the job on this machine hosts it, and torch's own
-        # falls back to a client too.
-        with contextlib.suppress(OSError):
-            return stores.listening(
-                params.local_addr or host, port, Settings.of(params).read_timeout
-            )
-    _, store = create_backend(params)  # torch's own client of the chief's store
+    timeout, is_host = Settings.of(params).read_timeout, params.get_as_bool("is_host")
+    try:
+        hosted = stores.hosted(host, port, params.local_addr or "", timeout, is_host)
+    except OSError as error:
+        print(
+            f"{_job.name}: cannot listen on {params.local_addr}:{port} alone ({error}): the"
+            " rendezvous store listens on every interface",
+            file=sys.stderr,
+            flush=True,
+        )
+        _, store = create_backend(params)  # torch's own, which hosts it
+        return store
+    if hosted:
+        return hosted
+    _, store = create_backend(_renamed(params, params.run_id, is_host=False))  # torch's client
     return store
 
 
-def _renamed(params: RendezvousParameters, run_id: str) -> RendezvousParameters:
+def _renamed(params: RendezvousParameters, run_id: str, **config: object) -> RendezvousParameters:
+    """`params` with `run_id`, and `config` over their rdzv_conf."""
     return RendezvousParameters(
         params.backend,
         params.endpoint,
@@ -280,5 +286,5 @@ def _renamed(params: RendezvousParameters, run_id: str) -> RendezvousParameters:
         params.min_nodes,
         params.max_nodes,
         params.local_addr,
-        **params.config,
+        **{**params.config, **config},
     )

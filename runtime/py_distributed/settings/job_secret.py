@@ -4,7 +4,8 @@
 torch's c10d has no authentication (its SECURITY.md: for trusted networks only). A secret every
 node of one job shares, and nobody else has, lets a node tell the job's own rendezvous state from
 one written by anyone else who reaches the chief's store (`launch.signed_state`). It comes from a
-file only its owner reads, as `.slurm` and `.k8s` provide one, or from a variable. As Ray's
+file that no user but its owner and group can read, as `.slurm` and `.k8s` provide one, or from
+a variable. As Ray's
 RAY_AUTH_TOKEN_PATH, a secret that is named but cannot be read is an error, never a job without
 one.
 """
@@ -35,8 +36,9 @@ class JobSecret:
         return hmac.digest(self.secret, purpose.encode(), hashlib.sha256)
 
     def run_id(self, public: str) -> str:
-        """The run id behind the `public` one (SLURM's job id, the port): the store's keys are
-        named after it, and nobody without the secret can name them."""
+        """The run id behind the `public` one (SLURM's job id, the port), which the store's keys
+        are named after: jobs of other secrets never share one, and it cannot be worked out from
+        what is public (though the store lists its keys to whoever reaches it)."""
         return f"{public}-{self.key(f'run id {public}').hex()[:32]}"
 
 
