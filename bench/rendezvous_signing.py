@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=9)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    store = stores.listening("127.0.0.1", 0, __import__("datetime").timedelta(seconds=30))
+    store = stores.listening("127.0.0.1", 0, timedelta(seconds=30))
     kinds = {
         f"one node, {args.rounds} rounds a block": turns(
             args.blocks, lambda v: one_node(v, store.port, args.rounds)

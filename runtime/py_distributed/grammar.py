@@ -7,6 +7,7 @@ fix, for the caller to prefix with the value and where it came from.
 """
 
 import ipaddress
+import math
 import re
 
 # A host name or an IPv4 address; IPv6 addresses are checked by `ipaddress`.
@@ -20,6 +21,17 @@ def is_number(text: str) -> bool:
     """ASCII digits only: str.isdigit() takes "²" and other scripts' digits, which int() refuses
     or no scheduler writes."""
     return text.isascii() and text.isdecimal()
+
+
+def seconds(text: str) -> float:
+    """A length of time in seconds: a finite number >= 0 ("90", "1.5")."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise ValueError("use a number of seconds")
+    return value
 
 
 def port(text: str) -> int:

@@ -158,11 +158,6 @@ def hang_timeout(explicit: str, source: str, environ: Mapping[str, str]) -> floa
         else (explicit or "0", source)
     )
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise UsageError(
-            f"hang_timeout={text!r} (from {source}): use a number of seconds, 0 for none"
-        )
-    return value
+        return grammar.seconds(text)
+    except ValueError as error:
+        raise UsageError(f"hang_timeout={text!r} (from {source}): {error}, 0 for none") from None

@@ -60,12 +60,9 @@ def wait(default: str, environ: Mapping[str, str]) -> float:
     if not text:
         return WAIT_DEFAULT
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise UsageError(f"{WAIT_ENV}={text!r}: use a number of seconds, 0 to fail at once")
-    return value
+        return grammar.seconds(text)
+    except ValueError as error:
+        raise UsageError(f"{WAIT_ENV}={text!r}: {error}, 0 to fail at once") from None
 
 
 def lock_dir(environ: Mapping[str, str]) -> str:

@@ -24,7 +24,6 @@ VALUE_ENV = "PY_DISTRIBUTED_JOB_SECRET"
 VARIABLES = (FILE_ENV, VALUE_ENV)
 # HMAC-SHA256 keys gain nothing past 32 bytes; under 16, a secret could be guessed.
 MINIMUM_BYTES = 16
-_MAKE_ONE = "e.g. `openssl rand -hex 32`"
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,6 @@ def _checked(secret: bytes, where: str) -> JobSecret:
     if len(secret) < MINIMUM_BYTES:
         raise UsageError(
             f"{where}: a secret of {len(secret)} bytes; use {MINIMUM_BYTES} or more random bytes,"
-            f" {_MAKE_ONE}"
+            " e.g. `openssl rand -hex 32`"
         )
     return JobSecret(secret)
