@@ -94,35 +94,37 @@ install_test_services() {
 # reinstalled only when its file changed, and removed when its file is gone. The releases come from
 # PyPI whatever this machine's pip configuration says (PIP_CONFIG_FILE=/dev/null): a constraint
 # there may cap torch, or an index offer another build.
-# The installs run side by side: each is mostly a download of several GB.
+# PyPI's Linux torch is a CUDA build: each virtualenv is about 5 GB and its download 3 GB more. So
+# the installs run one at a time and keep no pip cache, and a machine too short of disk for one says
+# so in a line before pip starts, rather than pip failing halfway through a download.
+torch_range_need_gb=9
 install_torch_range() {
-  local file version dir stamp want pid
-  local -a installs=()
-  for file in "$root"/tests/torch_range/requirements-*.txt; do
-    version="$(basename "$file" .txt)"
-    version="${version#requirements-}"
-    dir="$root/.venv-torch-$version"
-    stamp="$dir/.requirements.sha256"
-    want="$(sha256sum <"$file")"
-    if [ ! -x "$dir/bin/python3" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-      echo "setup: installing torch $version into $dir for tests/torch_range (pip, PyPI)" >&2
-      (
-        python3 -m venv "$dir"
-        PIP_CONFIG_FILE=/dev/null "$dir/bin/pip" install -q --disable-pip-version-check -r "$file"
-        echo "$want" >"$stamp"
-      ) &
-      installs+=("$!")
-    fi
-  done
-  for pid in "${installs[@]}"; do
-    wait "$pid" || { kill "${installs[@]}" 2>/dev/null; exit 1; }
-  done
+  local file version dir stamp want free_gb
   for dir in "$root"/.venv-torch-*; do
     version="${dir##*/.venv-torch-}"
     if [ -d "$dir" ] && [ ! -e "$root/tests/torch_range/requirements-$version.txt" ]; then
       echo "setup: removing $dir (no tests/torch_range/requirements-$version.txt)" >&2
       rm -rf "$dir"
     fi
+  done
+  for file in "$root"/tests/torch_range/requirements-*.txt; do
+    version="$(basename "$file" .txt)"
+    version="${version#requirements-}"
+    dir="$root/.venv-torch-$version"
+    stamp="$dir/.requirements.sha256"
+    want="$(sha256sum <"$file")"
+    if [ -x "$dir/bin/python3" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then continue; fi
+    rm -rf "$dir"
+    free_gb="$(df -P --block-size=1G "$root" | awk 'NR == 2 { print $4 }')"
+    if [ "$free_gb" -lt "$torch_range_need_gb" ]; then
+      echo "setup: torch $version for tests/torch_range needs ${torch_range_need_gb} GB free on $root; it has ${free_gb} GB: free some, or run on a larger disk" >&2
+      exit 1
+    fi
+    echo "setup: installing torch $version into $dir for tests/torch_range (pip, PyPI; ${free_gb} GB free)" >&2
+    python3 -m venv "$dir"
+    PIP_CONFIG_FILE=/dev/null "$dir/bin/pip" install -q --disable-pip-version-check --no-cache-dir \
+      -r "$file"
+    echo "$want" >"$stamp"
   done
 }
 if [ "${1:-}" = pytest ]; then install_test_services; install_torch_range; fi
