@@ -43,7 +43,8 @@ class Record:
     """What a worker tells its launcher about itself, for workers whose environment and exit status
     the launcher cannot read: one forked from it has the launcher's environment in /proc (torch
     sets the rank with putenv), one forked from multiprocessing's forkserver is not its child.
-    Written when the worker starts, and again with `status` when it ends through the runtime."""
+    Written when the worker starts, and again with `status` and `ended_ns` when it ends through
+    the runtime: the launcher may look late (a loaded machine), or after torch reaped it."""
 
     rank: str
     local_rank: str
@@ -52,6 +53,9 @@ class Record:
     error_file: str  # TORCHELASTIC_ERROR_FILE, where torch's handler records an exception
     forked: bool  # called by torch elastic's function entrypoint
     status: int | None = None  # its exit code, once it has ended through the runtime
+    # When its work ended, by time.monotonic_ns (one clock for the host's processes): before its
+    # exit handlers close its connections, so before any peer fails of their closing.
+    ended_ns: int | None = None
 
 
 def record_file(directory: str, pid: int) -> str:

@@ -5,13 +5,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+import py_distributed
 from py_distributed.launch import shutdown
 from py_distributed.launch.workers import Workers
-from py_distributed.protocol import WORKERS_DIR_ENV
+from py_distributed.protocol import WORKERS_DIR_ENV, read_record
+
+RUNTIME = os.path.dirname(os.path.dirname(py_distributed.__file__))
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds: Linux only")
 
@@ -23,6 +27,7 @@ def start():
 
     def worker(workers: Workers, code: str, rank: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, WORKERS_DIR_ENV: workers.directory, "RANK": str(rank)}
+        env["PYTHONPATH"] = RUNTIME
         env.update({"LOCAL_RANK": str(rank), "GROUP_RANK": "0"})
         started.append(subprocess.Popen([sys.executable, "-c", code], env=env))
         return started[-1]
@@ -31,6 +36,37 @@ def start():
     for process in started:
         process.kill()
         process.wait()
+
+
+def when_told(path, work: str) -> str:
+    """A worker's code that waits for the file `path`, then runs `work` as every py_distributed
+    worker runs its main."""
+    return (
+        "import os, time\nfrom py_distributed.worker.run import run\ndef main():\n"
+        f"    while not os.path.exists({str(path)!r}):\n        time.sleep(0.005)\n"
+        f"    {work}\nrun(main)"
+    )
+
+
+def ended_unreaped(process: subprocess.Popen[bytes]) -> None:
+    """Waits for `process` to end, leaving it for the finder (and torch) to reap."""
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+
+
+class Stall:
+    """Holds the finder's thread, as a loaded machine does: a listener that blocks when the worker
+    `pid` ends, until `release`."""
+
+    def __init__(self, workers: Workers, pid: int) -> None:
+        self.held, self._go = threading.Event(), threading.Event()
+        workers.on_end(lambda ended, *_: self._hold() if ended == pid else None)
+
+    def _hold(self) -> None:
+        self.held.set()
+        self._go.wait(timeout=30)
+
+    def release(self) -> None:
+        self._go.set()
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:
@@ -91,3 +127,52 @@ def test_a_success_bounds_nobody(start):
         done = start(workers, "pass", rank=0)
         assert slow.wait(timeout=10) == 0
         assert done.wait(timeout=10) == 0
+
+
+def test_ends_the_finder_saw_in_one_look_keep_their_order(start, tmp_path):
+    # The finder is held while rank 2 fails and, 0.2 s later, rank 0 fails of its echo; then it
+    # finds both ended at once. torch's tie-break (the lowest rank) would blame rank 0.
+    go = {name: tmp_path / name for name in ("hold", "cause", "echo")}
+    with Workers() as workers:
+        cause = start(workers, when_told(go["cause"], "raise SystemExit(7)"), rank=2)
+        echo = start(workers, when_told(go["echo"], "raise SystemExit(1)"), rank=0)
+        holder = start(workers, when_told(go["hold"], "pass"), rank=1)
+        stall = Stall(workers, holder.pid)
+        assert wait_until(lambda: len(workers.watched()) == 3)
+        go["hold"].touch()
+        assert stall.held.wait(timeout=10)
+        go["cause"].touch()
+        ended_unreaped(cause)
+        time.sleep(0.2)
+        go["echo"].touch()
+        ended_unreaped(echo)
+        stall.release()
+        assert wait_until(lambda: workers.ended_ns(echo.pid) is not None)
+        ended = {p.pid: workers.ended_ns(p.pid) or 0 for p in (cause, echo)}
+        assert ended[echo.pid] - ended[cause.pid] > 0.15e9, ended
+        record = read_record(workers.directory, cause.pid)
+        assert record is not None and record.ended_ns == ended[cause.pid]
+        assert (workers.status(cause.pid), workers.status(echo.pid)) == (7, 1)
+
+
+def test_a_failure_torch_reaped_first_still_bounds_the_survivors(start, tmp_path, capfd):
+    # torch elastic's monitor may reap a failed worker before the finder looks: its exit status
+    # is gone, and the finder reads it from the worker's record.
+    go = {name: tmp_path / name for name in ("hold", "fail")}
+    with Workers() as workers, shutdown.bounded(workers, 0.5, name="//t:t"):
+        deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+        stuck = start(workers, deaf, rank=1)
+        failing = start(workers, when_told(go["fail"], "raise SystemExit(5)"), rank=0)
+        holder = start(workers, when_told(go["hold"], "pass"), rank=2)
+        stall = Stall(workers, holder.pid)
+        assert wait_until(lambda: len(workers.watched()) == 3)
+        go["hold"].touch()
+        assert stall.held.wait(timeout=10)
+        go["fail"].touch()
+        assert failing.wait(timeout=10) == 5  # reaped here, as torch's monitor does
+        failed_at = time.monotonic()
+        stall.release()
+        assert stuck.wait(timeout=10) == -signal.SIGKILL
+        assert time.monotonic() - failed_at < 5
+        assert workers.status(failing.pid) == 5
+    assert f"worker pid {stuck.pid} still running 0.5 s" in capfd.readouterr().err

@@ -10,10 +10,12 @@ forks them (start method fork), or, with the forkserver start method, multiproce
 forks them, a child of that thread beside multiprocessing's resource tracker, neither of them a
 worker. So a worker is a child of that thread that is not one of multiprocessing's helpers, or a
 child of the forkserver. A daemon thread holds a pidfd for each and notes `time.monotonic_ns()`
-when one becomes readable (well under a millisecond late). It never reaps (waitid with WNOWAIT):
-torch elastic still starts, monitors, stops and reaps every worker. A worker that is not the
-launcher's child tells its exit status in its `protocol.Record`, success included. Without pidfds
-(not Linux) it notes no end, and torch's order of failures stands.
+when one becomes readable. It never reaps (waitid with WNOWAIT): torch elastic still starts,
+monitors, stops and reaps every worker. A worker that ends through the runtime tells its exit
+status and when its work ended in its `protocol.Record`, which stand over the thread's view: on a
+loaded machine the thread may look tens of milliseconds late, find a failure and its echoes ended
+in one look, or find the worker reaped by torch first. A worker that is not the launcher's child
+tells only that way. Without pidfds (not Linux) it notes no end, and torch's order stands.
 """
 
 import contextlib
@@ -231,23 +233,21 @@ class Workers:
         record = read_record(self.directory, pid)
         if record is not None:
             self._records[pid] = record
+        status = record.status if record is not None else None  # None: it did not end through us
         fd = self._unwatch(selector, pid)
         if pid in self._grandchildren:
-            # One that ended through the runtime has told its status, success included: one with a
-            # record but no status was killed; one without a record tells nothing.
-            status = record.status if record is not None else None
+            # One with a record but no status was killed; one without a record tells nothing.
             failed = record is not None and status != 0
         else:
-            try:
+            with contextlib.suppress(ChildProcessError):  # torch reaped it first: the record tells
                 status = _exit_status(fd)
-            except ChildProcessError:  # torch reaped it before this look
-                status = None
             failed = bool(status)
         os.close(fd)
+        ended = record.ended_ns if record is not None and record.ended_ns is not None else now
         self._statuses[pid] = status
-        self._ended[pid] = now
+        self._ended[pid] = ended
         for listener in self._listeners:
-            listener(pid, failed, now)
+            listener(pid, failed, ended)
 
 
 def _task_children(pid: int, tid: int) -> set[int]:

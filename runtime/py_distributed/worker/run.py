@@ -8,6 +8,7 @@ import runpy
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -227,17 +228,18 @@ def _record(error: BaseException) -> None:
 def _exit(code: int) -> NoReturn:
     """Finishes as the interpreter would, then skips its teardown (`process_exit`):
     where torch 2.13 with gloo aborts about once in ten runs, after the work has finished."""
-    _end(process_exit.finish(code))
+    ended_ns = time.monotonic_ns()  # before the exit handlers, which may close its connections
+    _end(process_exit.finish(code), ended_ns)
 
 
-def _end(code: int) -> NoReturn:
-    """Records the exit status for the launcher and ends this worker, or, in a forked worker that
-    succeeded, unwinds to `run_forked`."""
+def _end(code: int, ended_ns: int | None = None) -> NoReturn:
+    """Records the exit status and when the work ended (default: now) for the launcher and ends
+    this worker, or, in a forked worker that succeeded, unwinds to `run_forked`."""
     code &= 0xFF  # as the interpreter truncates sys.exit(code)
     directory = os.environ.get(WORKERS_DIR_ENV, "")
     record = read_record(directory, os.getpid()) if directory else None
     if record is not None:
-        _write_record(replace(record, status=code))
+        _write_record(replace(record, status=code, ended_ns=ended_ns or time.monotonic_ns()))
     if code == 0 and _forked:
         raise _Succeeded
     _os_exit(code)
