@@ -48,8 +48,9 @@ def bounded(workers: Workers, timeout: float, *, name: str) -> Iterator[None]:
     """Inside the block, the workers running when one fails (not those of a restart, started
     later) have `timeout` seconds to end, then are SIGKILLed.
 
-    A worker whose status the finder could not read (torch reaped it first) starts nothing: it may
-    have succeeded, and if it failed, torch's SIGTERM ends the others, and their exits do.
+    A worker whose status the finder could not read (torch reaped it first, and it did not end
+    through the runtime, which records it) starts nothing: it may have succeeded, and if it
+    failed, torch's SIGTERM ends the others, and their exits do.
     """
     lock = threading.Lock()
     bounds: list[set[int]] = []  # the workers each failure doomed that still run
