@@ -54,15 +54,23 @@ def ended_unreaped(process: subprocess.Popen[bytes]) -> None:
 
 
 class Stall:
-    """Holds the finder's thread, as a loaded machine does: a listener that blocks when the worker
-    `pid` ends, until `release`."""
+    """Holds the finder's thread, as a loaded machine does: `hold` ends a worker of its own, whose
+    end a listener blocks on until `release`."""
 
-    def __init__(self, workers: Workers, pid: int) -> None:
-        self.held, self._go = threading.Event(), threading.Event()
-        workers.on_end(lambda ended, *_: self._hold() if ended == pid else None)
+    def __init__(self, workers: Workers, start, tmp_path) -> None:
+        self._workers, self._go_file = workers, tmp_path / "stall"
+        self._holder = start(workers, when_told(self._go_file, "pass"), rank=9)
+        self._held, self._go = threading.Event(), threading.Event()
+        workers.on_end(lambda pid, *_: self._block() if pid == self._holder.pid else None)
 
-    def _hold(self) -> None:
-        self.held.set()
+    def hold(self, workers: int) -> None:
+        """Holds the finder once it watches `workers` workers, its own included."""
+        assert wait_until(lambda: len(self._workers.watched()) == workers)
+        self._go_file.touch()
+        assert self._held.wait(timeout=10)
+
+    def _block(self) -> None:
+        self._held.set()
         self._go.wait(timeout=30)
 
     def release(self) -> None:
@@ -132,15 +140,12 @@ def test_a_success_bounds_nobody(start):
 def test_ends_the_finder_saw_in_one_look_keep_their_order(start, tmp_path):
     # The finder is held while rank 2 fails and, 0.2 s later, rank 0 fails of its echo; then it
     # finds both ended at once. torch's tie-break (the lowest rank) would blame rank 0.
-    go = {name: tmp_path / name for name in ("hold", "cause", "echo")}
+    go = {name: tmp_path / name for name in ("cause", "echo")}
     with Workers() as workers:
         cause = start(workers, when_told(go["cause"], "raise SystemExit(7)"), rank=2)
         echo = start(workers, when_told(go["echo"], "raise SystemExit(1)"), rank=0)
-        holder = start(workers, when_told(go["hold"], "pass"), rank=1)
-        stall = Stall(workers, holder.pid)
-        assert wait_until(lambda: len(workers.watched()) == 3)
-        go["hold"].touch()
-        assert stall.held.wait(timeout=10)
+        stall = Stall(workers, start, tmp_path)
+        stall.hold(workers=3)
         go["cause"].touch()
         ended_unreaped(cause)
         time.sleep(0.2)
@@ -158,17 +163,14 @@ def test_ends_the_finder_saw_in_one_look_keep_their_order(start, tmp_path):
 def test_a_failure_torch_reaped_first_still_bounds_the_survivors(start, tmp_path, capfd):
     # torch elastic's monitor may reap a failed worker before the finder looks: its exit status
     # is gone, and the finder reads it from the worker's record.
-    go = {name: tmp_path / name for name in ("hold", "fail")}
+    go = tmp_path / "fail"
     with Workers() as workers, shutdown.bounded(workers, 0.5, name="//t:t"):
         deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
         stuck = start(workers, deaf, rank=1)
-        failing = start(workers, when_told(go["fail"], "raise SystemExit(5)"), rank=0)
-        holder = start(workers, when_told(go["hold"], "pass"), rank=2)
-        stall = Stall(workers, holder.pid)
-        assert wait_until(lambda: len(workers.watched()) == 3)
-        go["hold"].touch()
-        assert stall.held.wait(timeout=10)
-        go["fail"].touch()
+        failing = start(workers, when_told(go, "raise SystemExit(5)"), rank=0)
+        stall = Stall(workers, start, tmp_path)
+        stall.hold(workers=3)
+        go.touch()
         assert failing.wait(timeout=10) == 5  # reaped here, as torch's monitor does
         failed_at = time.monotonic()
         stall.release()
