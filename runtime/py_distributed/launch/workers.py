@@ -9,13 +9,13 @@ SubprocessContext Popens them (the Bazel stub execs, keeping the pid), its Multi
 forks them (start method fork), or, with the forkserver start method, multiprocessing's forkserver
 forks them, a child of that thread beside multiprocessing's resource tracker, neither of them a
 worker. So a worker is a child of that thread that is not one of multiprocessing's helpers, or a
-child of the forkserver. A daemon thread holds a pidfd for each and notes `time.monotonic_ns()`
-when one becomes readable. It never reaps (waitid with WNOWAIT): torch elastic still starts,
-monitors, stops and reaps every worker. A worker that ends through the runtime tells its exit
-status and when its work ended in its `protocol.Record`, which stand over the thread's view: on a
-loaded machine the thread may look tens of milliseconds late, find a failure and its echoes ended
-in one look, or find the worker reaped by torch first. A worker that is not the launcher's child
-tells only that way. Without pidfds (not Linux) it notes no end, and torch's order stands.
+child of the forkserver. A daemon thread holds a pidfd for each and looks which became readable.
+It never reaps (waitid with WNOWAIT): torch elastic still starts, monitors, stops and reaps every
+worker. On a loaded machine it may look tens of milliseconds late, find a failure and its echoes
+ended in one look, or find a worker torch reaped first. So a worker that ends through the runtime
+tells its exit status and when its work ended in its `protocol.Record` (one not the launcher's
+child must); any other is timed by the previous look, which puts a rank that died without a word
+(a signal, os._exit) before the echoes found with it. Without pidfds, torch's order stands.
 """
 
 import contextlib
@@ -37,7 +37,8 @@ import psutil
 from py_distributed.protocol import WORKERS_DIR_ENV, Record, read_record
 
 # How often the finder looks for new workers. Exits are seen at once (a pidfd each): this bounds
-# only how late a worker that ends in its first moments is noticed.
+# how late a worker that ends in its first moments is noticed, and how early the time of an end
+# without a record is on an idle machine.
 _SCAN_SECONDS = 0.01
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "GROUP_RANK")
 
@@ -136,7 +137,8 @@ class Workers:
             return set(self._watched)
 
     def ended_ns(self, pid: int) -> int | None:
-        """When worker `pid` ended (time.monotonic_ns), or None if the finder did not see it."""
+        """When worker `pid` ended (time.monotonic_ns): by its record, else the finder's look before
+        the one that found it ended; None if the finder did not see it."""
         return self._ended.get(pid)
 
     def ended(self) -> dict[int, Record]:
@@ -181,12 +183,13 @@ class Workers:
     def _watch(self) -> None:
         with selectors.DefaultSelector() as selector:
             try:
+                looked = time.monotonic_ns()  # every worker watched then was running
                 while not self._stopped.is_set():
                     self._adopt_new_children(selector)
-                    ready = selector.select(_SCAN_SECONDS)
-                    now = time.monotonic_ns()  # one time for all: they ended since the last look
+                    ready, now = selector.select(_SCAN_SECONDS), time.monotonic_ns()
                     for key, _ in ready:
-                        self._note_end(selector, key.data, now)
+                        self._note_end(selector, key.data, looked)
+                    looked = now
             finally:
                 with self._lock:
                     for fd in self._watched.values():
@@ -229,7 +232,7 @@ class Workers:
             selector.unregister(fd)
             return fd
 
-    def _note_end(self, selector: selectors.BaseSelector, pid: int, now: int) -> None:
+    def _note_end(self, selector: selectors.BaseSelector, pid: int, running_ns: int) -> None:
         record = read_record(self.directory, pid)
         if record is not None:
             self._records[pid] = record
@@ -243,7 +246,7 @@ class Workers:
                 status = _exit_status(fd)
             failed = bool(status)
         os.close(fd)
-        ended = record.ended_ns if record is not None and record.ended_ns is not None else now
+        ended = record.ended_ns if record is not None and record.ended_ns else running_ns
         self._statuses[pid] = status
         self._ended[pid] = ended
         for listener in self._listeners:
