@@ -13,7 +13,7 @@ import pytest
 import py_distributed
 from py_distributed.launch import shutdown
 from py_distributed.launch.workers import Workers
-from py_distributed.protocol import WORKERS_DIR_ENV
+from py_distributed.protocol import WORKERS_DIR_ENV, record_file
 
 RUNTIME = os.path.dirname(os.path.dirname(py_distributed.__file__))
 
@@ -162,6 +162,9 @@ def test_ends_the_finder_saw_in_one_look_keep_their_order(start, tmp_path, work,
         ended = {p.pid: workers.ended_ns(p.pid) or 0 for p in (cause, echo)}
         assert ended[echo.pid] - ended[cause.pid] > 0.15e9, ended
         assert (workers.status(cause.pid), workers.status(echo.pid)) == (code, 1)
+        # Read, then removed: a worker that reuses the pid does not inherit its end.
+        assert not os.path.exists(record_file(workers.directory, echo.pid))
+        assert workers.ended()[echo.pid].status == 1
 
 
 def test_a_failure_torch_reaped_first_still_bounds_the_survivors(start, tmp_path, capfd):

@@ -34,11 +34,10 @@ from types import TracebackType
 
 import psutil
 
-from py_distributed.protocol import WORKERS_DIR_ENV, Record, read_record
+from py_distributed.protocol import WORKERS_DIR_ENV, Record, read_record, record_file
 
 # How often the finder looks for new workers. Exits are seen at once (a pidfd each): this bounds
-# how late a worker that ends in its first moments is noticed, and how early the time of an end
-# without a record is on an idle machine.
+# how late a worker that ends in its first moments is noticed, and how early an unrecorded end is.
 _SCAN_SECONDS = 0.01
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "GROUP_RANK")
 
@@ -64,10 +63,8 @@ class Worker:
 
 class Workers:
     """The workers of one launch, found as the module says, with the time and status of each end.
-
     `directory` is the launch's WORKERS_DIR_ENV, where workers write their records and stacks,
-    from entering the block until it ends.
-    """
+    from entering the block until it ends."""
 
     def __init__(self) -> None:
         self.directory = ""
@@ -234,6 +231,8 @@ class Workers:
 
     def _note_end(self, selector: selectors.BaseSelector, pid: int, running_ns: int) -> None:
         record = read_record(self.directory, pid)
+        with contextlib.suppress(OSError):  # a worker that reuses the pid starts with none
+            os.unlink(record_file(self.directory, pid))
         if record is not None:
             self._records[pid] = record
         status = record.status if record is not None else None  # None: it did not end through us
