@@ -5,9 +5,8 @@ torch's c10d has no authentication (its SECURITY.md: for trusted networks only).
 node of one job shares, and nobody else has, lets a node tell the job's own rendezvous state from
 one written by anyone else who reaches the chief's store (`launch.signed_state`). It comes from a
 file that no user but its owner and group can read, as `.slurm` and `.k8s` provide one, or from
-a variable. As Ray's
-RAY_AUTH_TOKEN_PATH, a secret that is named but cannot be read is an error, never a job without
-one.
+a variable. As Ray's RAY_AUTH_TOKEN_PATH, a secret that is named but cannot be read is an error,
+never a job without one.
 """
 
 import hashlib
